@@ -1,0 +1,124 @@
+"""What the CLI shows: rich progress bars, summary lines and tables."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..container import FrameType, SubstreamKind
+
+err = Console(stderr=True)
+out = Console()
+
+
+class EncodeProgress:
+    """Progress bar with frame pairs per second and the running bits per pixel."""
+
+    def __init__(self, total, width, height, quiet):
+        self.pixels = 2 * width * height
+        self.quiet = quiet
+        self.bytes = 0
+        self.n = 0
+        self.t0 = time.perf_counter()
+        self.progress = Progress(
+            TextColumn("[bold]encode"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=err, disable=quiet,
+        )
+        self.task = self.progress.add_task("encode", total=total, stats="")
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def update(self, stats):
+        self.n += 1
+        self.bytes += stats.bytes
+        fps = self.n / max(1e-9, time.perf_counter() - self.t0)
+        bpp = self.bytes * 8 / (self.pixels * self.n)
+        psnr = (stats.psnr_left + stats.psnr_right) / 2
+        self.progress.update(self.task, advance=1,
+                             stats=f"{fps:.2f} fps  {bpp:.4f} bpp  {psnr:.2f} dB")
+
+
+class DecodeProgress:
+    def __init__(self, total, quiet):
+        self.progress = Progress(
+            TextColumn("[bold]decode"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=err, disable=quiet,
+        )
+        self.task = self.progress.add_task("decode", total=total)
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def advance(self):
+        self.progress.advance(self.task)
+
+
+def print_encode_report(report, as_json: bool) -> None:
+    overhead = report.bytes - report.payload_bytes
+    est_total = report.est_bits / 8 + overhead
+    summary = {
+        "output": report.path, "frames": report.frames, "width": report.width, "height": report.height,
+        "bytes": report.bytes, "bpp": report.bpp, "psnr_rgb": report.psnr,
+        "payload_bytes": report.payload_bytes, "container_overhead_bytes": overhead,
+        "estimated_bytes": est_total, "real_vs_estimated": report.bytes / est_total - 1,
+        "enc_seconds": report.enc_seconds, "enc_fps": report.frames / max(1e-9, report.enc_seconds),
+    }
+    if as_json:
+        summary["per_frame"] = [vars(f) for f in report.per_frame]
+        out.print_json(json.dumps(summary))
+        return
+    out.print(
+        f"{report.path}: {report.frames} frame pairs {report.width}x{report.height}, "
+        f"{report.bytes} bytes, {report.bpp:.4f} bpp, RGB PSNR {report.psnr:.2f} dB, "
+        f"{summary['enc_fps']:.2f} fps"
+    )
+    out.print(
+        f"  real size {report.bytes} B = payload {report.payload_bytes} B + container {overhead} B; "
+        f"model estimate {est_total:.0f} B (payload {report.est_bits / 8:.0f} B + container); "
+        f"difference {summary['real_vs_estimated'] * 100:+.2f}%"
+    )
+
+
+def print_info(reader, units) -> None:
+    seq = reader.sequence
+    t = Table(title=f"{reader.path}  (.svc v{reader.version[0]}.{reader.version[1]}, {reader.file_size} bytes)",
+              show_header=False)
+    for k, v in seq.to_dict().items():
+        t.add_row(k, str(v))
+    t.add_row("overhead_bytes", str(reader.overhead_bytes()))
+    pixels = 2 * seq.width * seq.height
+    if seq.frame_count:
+        t.add_row("bpp", f"{reader.file_size * 8 / (pixels * seq.frame_count):.4f}")
+    out.print(t)
+    g = Table(title="GOPs")
+    for col in ("gop", "first frame", "frames", "bytes"):
+        g.add_column(col, justify="right")
+    for gh in reader.gops:
+        g.add_row(str(gh.index), str(gh.first_frame), str(gh.frame_count), str(gh.data_length))
+    out.print(g)
+    if not units:
+        return
+    f = Table(title="Access units")
+    for col in ("frame", "type", "left B", "right B", "hyper B", "total B", "bpp", "recon crc"):
+        f.add_column(col, justify="right")
+    for au in units:
+        per_view = [sum(len(s.data) for s in au.substreams if s.view == v) for v in (0, 1)]
+        hyper = sum(len(s.data) for s in au.substreams
+                    if s.kind in (SubstreamKind.TEXTURE_HYPER, SubstreamKind.MOTION_HYPER))
+        total = au.payload_bytes()
+        f.add_row(str(au.frame_index), FrameType(au.frame_type).name, str(per_view[0]), str(per_view[1]),
+                  str(hyper), str(total), f"{total * 8 / pixels:.4f}", f"{au.recon_crc32:08x}")
+    out.print(f)

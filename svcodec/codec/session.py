@@ -1,0 +1,217 @@
+"""The codec loop: stereo frame pairs <-> .svc files.
+
+Frames are grouped into GOPs of `gop` access units. This release codes every access unit as a
+stereo I-frame (ELIC per view, alternating slice order); the GOP structure, frame types and
+container already carry P-frames, which the HDC inter model will fill in.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..container import AccessUnit, Colour, FrameType, SequenceHeader, SvcReader, SvcWriter, frame_crc32
+from ..errors import BitstreamError, InputError, ModelError
+from ..zoo import LoadedIntra, load_intra
+from .intra import decode_intra, encode_intra
+
+ALIGN = 64  # total downsampling of the analysis + hyper-analysis transforms
+
+
+def deterministic_inference(device: str) -> torch.device:
+    """Settings under which encoder and decoder compute bit-identical tensors on a CPU whatever
+    the thread count: oneDNN convolutions split their reductions by thread, the reference
+    kernels do not."""
+    torch.backends.mkldnn.enabled = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda requested but no CUDA GPU is available")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    elif device != "cpu":
+        raise InputError(f"unknown device {device!r} (use cpu or cuda)")
+    return torch.device(device)
+
+
+def padded_size(h: int, w: int) -> tuple[int, int]:
+    return (-(-h // ALIGN) * ALIGN, -(-w // ALIGN) * ALIGN)
+
+
+def to_tensor(left: np.ndarray, right: np.ndarray, device) -> torch.Tensor:
+    """Two HxWx3 uint8 frames -> (2, 3, Hp, Wp) float in [0, 1], replicate-padded."""
+    # .contiguous(): a permuted (channels-last) input would send the convolutions down other
+    # kernels than the decoder's, and the float results would differ in the last bits.
+    x = torch.from_numpy(np.stack([left, right])).to(device).permute(0, 3, 1, 2).float().contiguous() / 255.0
+    h, w = left.shape[:2]
+    hp, wp = padded_size(h, w)
+    return F.pad(x, (0, wp - w, 0, hp - h), mode="replicate") if (hp, wp) != (h, w) else x
+
+
+def to_frames(x: torch.Tensor, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """(2, 3, Hp, Wp) in [0, 1] -> two HxWx3 uint8 frames, cropped back."""
+    u8 = (x[:, :, :h, :w] * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return np.ascontiguousarray(u8[0]), np.ascontiguousarray(u8[1])
+
+
+@dataclass
+class FrameStats:
+    index: int
+    frame_type: str
+    bytes: int
+    bytes_left: int
+    bytes_right: int
+    est_bits: float
+    psnr_left: float
+    psnr_right: float
+
+
+@dataclass
+class EncodeReport:
+    path: str
+    frames: int = 0
+    width: int = 0
+    height: int = 0
+    bytes: int = 0  # whole file
+    payload_bytes: int = 0  # entropy-coded substreams only
+    est_bits: float = 0.0  # the model's rate estimate for the same symbols
+    enc_seconds: float = 0.0
+    per_frame: list[FrameStats] = field(default_factory=list)
+
+    @property
+    def bpp(self) -> float:
+        return self.bytes * 8 / max(1, 2 * self.width * self.height * self.frames)
+
+    @property
+    def psnr(self) -> float:
+        vals = [p for f in self.per_frame for p in (f.psnr_left, f.psnr_right)]
+        return float(np.mean(vals)) if vals else float("nan")
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def encode_pairs(
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+    out_path: str | Path,
+    *,
+    width: int,
+    height: int,
+    fps: Fraction,
+    rate: float = 2.0,
+    gop: int = 32,
+    grey: bool = False,
+    device: str = "cpu",
+    weights: str | None = None,
+    codec: LoadedIntra | None = None,
+    on_frame: Callable[[FrameStats], None] | None = None,
+) -> EncodeReport:
+    """Encode an iterable of (left, right) HxWx3 uint8 RGB frames into `out_path`."""
+    if not 0.0 <= rate <= 3.0:
+        raise InputError(f"--rate must be within 0..3, got {rate}")
+    if not 1 <= gop <= 65535:
+        raise InputError(f"--gop must be within 1..65535, got {gop}")
+    dev = deterministic_inference(device)
+    codec = codec or load_intra(weights, device=str(dev))
+    header = SequenceHeader(
+        width=width, height=height, fps_num=fps.numerator, fps_den=fps.denominator, gop_size=gop,
+        model_id=codec.model_id, model_name=codec.name, rate=rate,
+        colour=Colour.GREY if grey else Colour.RGB,
+    )
+    report = EncodeReport(path=str(out_path), width=width, height=height)
+    t0 = time.perf_counter()
+    with SvcWriter(out_path, header) as writer:
+        rate = header.rate  # the float32 the decoder will read back
+        gop_units: list[AccessUnit] = []
+        for index, (left, right) in enumerate(pairs):
+            x = to_tensor(left, right, dev)
+            res = encode_intra(codec.model, codec.z_tables, x, rate)
+            rec_l, rec_r = to_frames(res.x_hat, height, width)
+            au = AccessUnit(index, FrameType.I, frame_crc32(rec_l, rec_r), res.substreams)
+            gop_units.append(au)
+            sizes = [sum(len(s.data) for s in res.substreams if s.view == v) for v in (0, 1)]
+            stats = FrameStats(index, "I", au.payload_bytes(), sizes[0], sizes[1], res.est_bits,
+                               _psnr(left, rec_l), _psnr(right, rec_r))
+            report.per_frame.append(stats)
+            report.payload_bytes += au.payload_bytes()
+            report.est_bits += res.est_bits
+            if len(gop_units) == gop:
+                writer.write_gop(gop_units)
+                gop_units = []
+            if on_frame:
+                on_frame(stats)
+        if gop_units:
+            writer.write_gop(gop_units)
+        report.frames = len(report.per_frame)
+        if report.frames == 0:
+            raise InputError("the input has no frames")
+        writer.set_frame_count(report.frames)
+    report.enc_seconds = time.perf_counter() - t0
+    report.bytes = Path(out_path).stat().st_size
+    return report
+
+
+def encode_frames(left_frames, right_frames, out_path, *, rate=2.0, gop=32, fps=Fraction(30),
+                  device="cpu", weights=None, codec=None) -> EncodeReport:
+    """Convenience wrapper over lists of frames (benchmarks, tests)."""
+    if len(left_frames) != len(right_frames):
+        raise InputError("left and right have different frame counts")
+    h, w = left_frames[0].shape[:2]
+    return encode_pairs(zip(left_frames, right_frames), out_path, width=w, height=h, fps=fps,
+                        rate=rate, gop=gop, device=device, weights=weights, codec=codec)
+
+
+def open_stream(path: str | Path, weights: str | None = None, device: str = "cpu",
+                codec: LoadedIntra | None = None) -> tuple[SvcReader, LoadedIntra]:
+    reader = SvcReader(path)
+    seq = reader.sequence
+    dev = deterministic_inference(device)
+    if codec is None:
+        codec = load_intra(weights or seq.model_name, device=str(dev))
+    if codec.model_id != seq.model_id:
+        raise ModelError(
+            f"{path} was encoded with weights {seq.model_id.hex()} ({seq.model_name}); "
+            f"loaded weights are {codec.model_id.hex()} — pass the matching --weights"
+        )
+    return reader, codec
+
+
+def iter_decode(path: str | Path, *, weights: str | None = None, device: str = "cpu",
+                codec: LoadedIntra | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield (frame index, left, right) as HxWx3 uint8 frames. Every frame's reconstruction is
+    checked against the encoder's CRC; a mismatch raises BitstreamError."""
+    reader, codec = open_stream(path, weights, device, codec)
+    seq = reader.sequence
+    dev = next(codec.model.parameters()).device
+    size = padded_size(seq.height, seq.width)
+    for _, units in reader:
+        for au in units:
+            if au.frame_type != FrameType.I:
+                raise BitstreamError(f"frame {au.frame_index}: P-frames need a newer svcodec")
+            x_hat = decode_intra(codec.model, codec.z_tables, au.substreams, size, seq.rate)
+            left, right = to_frames(x_hat.to(dev), seq.height, seq.width)
+            if frame_crc32(left, right) != au.recon_crc32:
+                raise BitstreamError(
+                    f"frame {au.frame_index}: reconstruction differs from the encoder's "
+                    "(corrupt stream, or decoded with different weights/arithmetic)"
+                )
+            yield au.frame_index, left, right
+
+
+def decode_file(path, *, device="cpu", weights=None, codec=None):
+    """Decode a whole file to (left_list, right_list)."""
+    lefts, rights = [], []
+    for _, left, right in iter_decode(path, weights=weights, device=device, codec=codec):
+        lefts.append(left)
+        rights.append(right)
+    return lefts, rights

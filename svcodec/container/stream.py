@@ -1,0 +1,257 @@
+"""Writing and reading .svc files (layout: format.py, spec: docs/FORMAT.md)."""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import os
+import struct
+from typing import Iterator, Sequence
+
+from ..errors import BitstreamError, InputError
+from .format import (GOP_HEADER_SIZE, TRAILER_SIZE, AccessUnit, GopHeader, SequenceHeader,
+                     encode_access_unit, encode_index_and_trailer, parse_gop_data,
+                     parse_gop_header, parse_index, parse_sequence_header, parse_trailer,
+                     patch_frame_count)
+
+# Largest possible file + sequence header (body length is a uint16).
+_MAX_HEADER = 8 + 0xFFFF + 4
+
+
+def _os_message(path: str, e: OSError) -> str:
+    if isinstance(e, FileNotFoundError):
+        return f"{path}: no such file"
+    if isinstance(e, IsADirectoryError):
+        return f"{path}: is a directory, not an .svc file"
+    if isinstance(e, PermissionError):
+        return f"{path}: permission denied"
+    return f"{path}: {e.strerror or e}"
+
+
+class SvcWriter:
+    """Writes an .svc file atomically.
+
+    Data goes to ``f"{path}.partial-<pid>"`` in the same directory (so the
+    final os.replace is a rename on one filesystem); ``path`` only appears,
+    complete, when the with-block exits normally.  On an exception the temp
+    file is removed and an existing ``path`` is left untouched.
+    """
+
+    def __init__(self, path, sequence: SequenceHeader):
+        self.path = os.fspath(path)
+        self._header = sequence.to_bytes()  # validates before touching the disk
+        self.sequence = dataclasses.replace(sequence)  # a copy: close() sets its frame_count
+        if os.path.isdir(self.path):
+            raise InputError(f"{self.path}: is a directory")
+        self._tmp = f"{self.path}.partial-{os.getpid()}"
+        try:
+            self._f = open(self._tmp, "wb")
+        except OSError as e:
+            raise InputError(_os_message(self._tmp, e)) from None
+        self._f.write(self._header)
+        self._offset = len(self._header)
+        self._entries: list[tuple[int, int]] = []  # (offset, first frame) per GOP
+        self._frames = 0
+        self._declared: int | None = None
+        self.gops: list[GopHeader] = []
+
+    def write_gop(self, access_units: Sequence[AccessUnit]) -> GopHeader:
+        """Append one GOP; AU frame indices must continue the previous GOP's."""
+        if self._f is None:
+            raise ValueError("SvcWriter is closed")
+        n = len(access_units)
+        if not 1 <= n <= self.sequence.gop_size:
+            raise ValueError(f"a GOP holds 1..{self.sequence.gop_size} access units, got {n}")
+        data = b"".join(encode_access_unit(au, self._frames + j, j == 0)
+                        for j, au in enumerate(access_units))
+        gop = GopHeader(len(self.gops), self._frames, n, len(data))
+        blob = gop.to_bytes() + data
+        self._f.write(blob)
+        self._entries.append((self._offset, self._frames))
+        self._offset += len(blob)
+        self._frames += n
+        self.gops.append(gop)
+        return gop
+
+    @property
+    def frames_written(self) -> int:
+        return self._frames
+
+    @property
+    def bytes_written(self) -> int:
+        return self._offset
+
+    def set_frame_count(self, n: int) -> None:
+        """Declare the total frame count; close() checks it against the frames written.
+
+        The header's frame_count is always patched to the true count at
+        close, so calling this is optional (it only adds a consistency check).
+        """
+        self._declared = n
+
+    def close(self) -> None:
+        """Finish the file (index, trailer, final header) and move it onto ``path``."""
+        if self._f is None:
+            return
+        try:
+            if not self.gops:
+                raise ValueError("no GOP was written; an .svc file holds at least one frame")
+            if self._declared is not None and self._declared != self._frames:
+                raise ValueError(f"set_frame_count({self._declared}) but {self._frames} frames were written")
+            self._f.write(encode_index_and_trailer(self._entries, self._offset))
+            # Streaming input: the frame count is only known now, so patch it
+            # in place (same length, new CRC).
+            self._f.seek(0)
+            self._f.write(patch_frame_count(self._header, self._frames))
+            self._f.flush()
+            os.fsync(self._f.fileno())  # data on disk before the rename makes it visible
+            self._f.close()
+            self._f = None
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self.sequence.frame_count = self._frames
+
+    def abort(self) -> None:
+        """Discard everything written; ``path`` is not touched."""
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        try:
+            os.remove(self._tmp)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> "SvcWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+
+class SvcReader:
+    """Random access to an .svc file.
+
+    Opening validates magic, version, sequence header, trailer, index and
+    every GOP header, so ``sequence`` and ``gops`` can be trusted; access-unit
+    CRCs are checked as GOPs are read.  The file is reopened for each read,
+    so a reader holds no OS handle between calls.
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        if os.path.isdir(self.path):
+            raise InputError(f"{self.path}: is a directory, not an .svc file")
+        try:
+            with open(self.path, "rb") as f:
+                self._load(f)
+        except OSError as e:
+            raise InputError(_os_message(self.path, e)) from None
+        self._overhead: int | None = None
+
+    def _read(self, f, offset: int, n: int, what: str) -> bytes:
+        f.seek(offset)
+        b = f.read(n)
+        if len(b) != n:  # only if the file shrank since it was measured
+            raise BitstreamError(f"{what}: file is truncated")
+        return b
+
+    def _load(self, f) -> None:
+        size = self.file_size = os.fstat(f.fileno()).st_size
+        self.sequence, header_end, self.version = parse_sequence_header(
+            f.read(min(size, _MAX_HEADER)), size)
+        if size < header_end + TRAILER_SIZE:
+            raise BitstreamError("file is truncated: no end-of-stream trailer")
+        trailer = self._read(f, size - TRAILER_SIZE, TRAILER_SIZE, "trailer")
+        index_offset = parse_trailer(trailer, size, header_end)
+        (count,) = struct.unpack("<I", self._read(f, index_offset, 4, "index"))
+        # Check the claimed length before reading it: a corrupt count must
+        # not make us allocate gigabytes.
+        index_len = size - TRAILER_SIZE - index_offset
+        if index_len != 4 + 12 * count:
+            raise BitstreamError(f"index: {count} entries do not fit between offset "
+                                 f"{index_offset} and the trailer (corrupt or truncated stream)")
+        entries = parse_index(self._read(f, index_offset, index_len, "index"), trailer)
+        if not entries:
+            raise BitstreamError("index lists no GOP (an .svc stream holds at least one frame)")
+        # GOPs must tile [header_end, index_offset) exactly, in index order,
+        # with contiguous frame numbers; then no byte is unaccounted for.
+        self.gops: list[GopHeader] = []
+        self.gop_offsets: list[int] = []
+        pos, frame = header_end, 0
+        for k, (offset, first_frame) in enumerate(entries):
+            if offset != pos or first_frame != frame:
+                raise BitstreamError(f"index entry {k}: offset {offset} / first frame {first_frame}, "
+                                     f"expected {pos} / {frame} (corrupt stream)")
+            if offset + GOP_HEADER_SIZE > index_offset:
+                raise BitstreamError(f"GOP {k} header: overlaps the index (corrupt stream)")
+            gop = parse_gop_header(self._read(f, offset, GOP_HEADER_SIZE, f"GOP {k} header"), k)
+            if gop.first_frame != frame or not 1 <= gop.frame_count <= self.sequence.gop_size:
+                raise BitstreamError(f"GOP {k} header: first frame {gop.first_frame}, {gop.frame_count} "
+                                     f"frames (expected first frame {frame}, 1..{self.sequence.gop_size} frames)")
+            pos = offset + GOP_HEADER_SIZE + gop.data_length
+            if pos > index_offset:
+                raise BitstreamError(f"GOP {k}: data runs past the index (corrupt or truncated stream)")
+            frame += gop.frame_count
+            self.gops.append(gop)
+            self.gop_offsets.append(offset)
+        if pos != index_offset:
+            raise BitstreamError(f"{index_offset - pos} unindexed bytes before the index (corrupt stream)")
+        if frame != self.sequence.frame_count:
+            raise BitstreamError(f"sequence header says {self.sequence.frame_count} frames, "
+                                 f"the GOPs hold {frame} (corrupt stream)")
+
+    def read_gop(self, i: int) -> list[AccessUnit]:
+        """Access units of GOP ``i``; reads only that GOP's bytes, checks every CRC."""
+        if not 0 <= i < len(self.gops):
+            raise InputError(f"GOP {i} out of range: the stream has {len(self.gops)} GOPs")
+        gop, offset = self.gops[i], self.gop_offsets[i]
+        try:
+            with open(self.path, "rb") as f:
+                blob = self._read(f, offset, GOP_HEADER_SIZE + gop.data_length, f"GOP {i}")
+        except OSError as e:
+            raise InputError(_os_message(self.path, e)) from None
+        # Re-check the header: the file may have been replaced since opening.
+        if parse_gop_header(blob[:GOP_HEADER_SIZE], i) != gop:
+            raise BitstreamError(f"GOP {i} header: changed since the file was opened")
+        return parse_gop_data(memoryview(blob)[GOP_HEADER_SIZE:], gop)
+
+    def gop_of_frame(self, frame_index: int) -> int:
+        """Index of the GOP holding ``frame_index`` (to seek: decode from its I-frame)."""
+        if not 0 <= frame_index < self.sequence.frame_count:
+            raise InputError(f"frame {frame_index} out of range: the stream has "
+                             f"{self.sequence.frame_count} frames")
+        return bisect.bisect_right([g.first_frame for g in self.gops], frame_index) - 1
+
+    def __iter__(self) -> Iterator[tuple[GopHeader, list[AccessUnit]]]:
+        for i, gop in enumerate(self.gops):
+            yield gop, self.read_gop(i)
+
+    def __len__(self) -> int:
+        return len(self.gops)
+
+    def payload_bytes(self) -> int:
+        """Total substream payload bytes (reads and verifies the whole file once)."""
+        return self.file_size - self.overhead_bytes()
+
+    def overhead_bytes(self) -> int:
+        """Bytes that are not substream payload: headers, tables, CRCs, index, trailer."""
+        if self._overhead is None:
+            payload = sum(au.payload_bytes() for _, aus in self for au in aus)
+            self._overhead = self.file_size - payload
+        return self._overhead
+
+    def to_dict(self) -> dict:
+        return {"version": "%d.%d" % self.version, "file_size": self.file_size,
+                "sequence": self.sequence.to_dict(), "gops": [g.to_dict() for g in self.gops]}
+
+    def __enter__(self) -> "SvcReader":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False

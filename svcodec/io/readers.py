@@ -1,0 +1,332 @@
+"""Stereo input: two videos, one side-by-side video, or two folders of images.
+
+Every frame handed to the codec is an (H, W, 3) uint8 RGB array, full range.
+
+Colour convention (verified against PyAV 18 / FFmpeg 8):
+
+* YUV video is converted with ``frame.to_ndarray(format="rgb24")``, which takes
+  both the matrix (BT.601, BT.709, BT.2020, ...) and the range (limited/full)
+  from the frame's metadata. When the stream leaves them unspecified, FFmpeg
+  uses **BT.601, limited range**; so do we. ``yuvj*`` formats are full range.
+* RGB video (``bgr0``, ``gbrp``, ``rgb24``, ...) is copied, no matrix applied.
+* Grey video (``gray``, ``gray10le``, ``ya8``, ...) is taken as full range
+  luma (FFmpeg's default for grey), scaled to 8 bits and repeated into three
+  identical channels; ``StereoSource.grey`` is then True.
+* Images are decoded by Pillow: JPEG via its JFIF (full range BT.601) rule,
+  16-bit images keep their top 8 bits, alpha is dropped.
+
+All problems with the input raise ``InputError`` with one line that names the
+file; exceptions from PyAV and Pillow never escape unwrapped.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Iterator
+
+import av
+import numpy as np
+from PIL import Image
+
+from svcodec.errors import InputError
+
+IMAGE_EXTENSIONS = (".png", ".webp", ".jpg", ".jpeg")
+DEFAULT_IMAGE_FPS = Fraction(30)
+# 30000/1001 and 29.97 differ by 1e-6 relative; 30 vs 29.97 (1e-3) is a real mismatch.
+_RATE_TOLERANCE = 1e-4
+_GREY_PIX_PREFIXES = ("gray", "ya", "mono")
+_GREY_IMAGE_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _reason(exc: BaseException) -> str:
+    """The library's message without errno noise or line breaks."""
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())
+
+
+def _fps_text(fps: Fraction) -> str:
+    return str(fps.numerator) if fps.denominator == 1 else f"{float(fps):.3f}"
+
+
+def _is_grey_pix_fmt(name: str) -> bool:
+    return name.startswith(_GREY_PIX_PREFIXES)
+
+
+def _video_frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    if _is_grey_pix_fmt(frame.format.name):
+        grey = frame.to_ndarray(format="gray")
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
+
+
+def _image_to_rgb(path: str) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            if im.mode.startswith("I"):
+                # convert("L") clips 16-bit samples instead of scaling them.
+                grey = (np.asarray(im).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
+            elif im.mode in _GREY_IMAGE_MODES:
+                grey = np.asarray(im.convert("L"))
+            else:
+                return np.asarray(im.convert("RGB")).copy()
+    except Exception as e:  # Pillow raises many unrelated types for bad files
+        raise InputError(f"{path}: cannot read image ({_reason(e)})") from e
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+@dataclass
+class _View:
+    """One input (a video file or an image folder) that can be streamed repeatedly."""
+
+    path: str
+    width: int
+    height: int
+    fps: Fraction
+    frame_count: int | None
+    grey: bool
+    description: str
+    images: list[str] | None = None  # set for image folders
+
+    def frames(self) -> Iterator[np.ndarray]:
+        if self.images is not None:
+            for image in self.images:
+                yield _image_to_rgb(image)
+            return
+        container = _open_container(self.path)
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                yield _video_frame_to_rgb(frame)
+        except (av.FFmpegError, OSError) as e:
+            raise InputError(f"{self.path}: decoding failed ({_reason(e)})") from e
+        finally:
+            container.close()
+
+
+def _open_container(path: str):
+    try:
+        container = av.open(path)
+    except (av.FFmpegError, OSError) as e:
+        raise InputError(f"{path}: cannot be read as a video ({_reason(e)})") from e
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"{path}: contains no video stream")
+    return container
+
+
+def _probe_video(path: str) -> _View:
+    container = _open_container(path)
+    try:
+        stream = container.streams.video[0]
+        fps = stream.average_rate or stream.guessed_rate or stream.base_rate
+        # Decode one frame: headers can claim a size/format the data does not have,
+        # and a stream can exist yet hold no frames.
+        first = next(container.decode(stream), None)
+        codec = stream.codec_context.name
+        frame_count = stream.frames if stream.frames > 0 else None
+    except (av.FFmpegError, OSError) as e:
+        raise InputError(f"{path}: decoding failed ({_reason(e)})") from e
+    finally:
+        container.close()
+    if first is None:
+        raise InputError(f"{path}: video stream has no frames")
+    if not fps or fps <= 0:
+        raise InputError(f"{path}: video stream has no frame rate")
+    return _View(
+        path=path,
+        width=first.width,
+        height=first.height,
+        fps=Fraction(fps),
+        frame_count=frame_count,
+        grey=_is_grey_pix_fmt(first.format.name),
+        description=f"{os.path.basename(path)} ({codec}, {first.format.name})",
+    )
+
+
+def _probe_folder(path: str, fps: Fraction) -> _View:
+    try:
+        names = sorted(
+            n for n in os.listdir(path)
+            if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")
+        )
+    except OSError as e:
+        raise InputError(f"{path}: cannot list folder ({_reason(e)})") from e
+    if not names:
+        raise InputError(f"{path}: folder contains no PNG, WebP or JPEG images")
+    images = [os.path.join(path, n) for n in names]
+    size, grey = None, True
+    # Headers only (Pillow opens lazily), so checking every file up front is cheap
+    # and reports a bad folder before any encoding starts.
+    for image in images:
+        try:
+            with Image.open(image) as im:
+                this_size, mode = im.size, im.mode
+        except Exception as e:
+            raise InputError(f"{image}: cannot read image ({_reason(e)})") from e
+        if size is None:
+            size = this_size
+        elif this_size != size:
+            raise InputError(
+                f"{image}: image is {this_size[0]}x{this_size[1]} but {names[0]} "
+                f"in the same folder is {size[0]}x{size[1]}"
+            )
+        grey = grey and mode in _GREY_IMAGE_MODES
+    return _View(
+        path=path,
+        width=size[0],
+        height=size[1],
+        fps=fps,
+        frame_count=len(images),
+        grey=grey,
+        description=f"{os.path.basename(os.path.normpath(path))}/ ({len(images)} images)",
+        images=images,
+    )
+
+
+def _open_view(path: str, fps: Fraction) -> _View:
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file or folder")
+    if os.path.isdir(path):
+        return _probe_folder(path, fps)
+    return _probe_video(path)
+
+
+@dataclass
+class StereoSource:
+    """A streaming stereo input. ``frames()`` may be called more than once (each call
+    reopens the inputs); ``close()`` ends any iteration still open."""
+
+    width: int
+    height: int
+    fps: Fraction
+    frame_count: int | None
+    grey: bool
+    description: str
+    _left: _View = field(repr=False)
+    _right: _View | None = field(repr=False)  # None: _left is side-by-side
+    _open: list = field(default_factory=list, repr=False)
+
+    def frames(self, max_frames: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        left = self._left.frames()
+        right = self._right.frames() if self._right is not None else None
+        streams = [g for g in (left, right) if g is not None]
+        self._open.extend(streams)
+        w, h = self.width, self.height
+        try:
+            n = 0
+            while max_frames is None or n < max_frames:
+                a = next(left, None)
+                if right is None:
+                    if a is None:
+                        return
+                    self._check_size(self._left, a, n, 2 * w, h)
+                    a, b = np.ascontiguousarray(a[:, :w]), np.ascontiguousarray(a[:, w:])
+                else:
+                    b = next(right, None)
+                    if a is None and b is None:
+                        return
+                    if a is None or b is None:
+                        short, other = (self._left, self._right) if a is None else (self._right, self._left)
+                        raise InputError(
+                            f"{short.path}: ended after {n} frames but {other.path} has more"
+                        )
+                    self._check_size(self._left, a, n, w, h)
+                    self._check_size(self._right, b, n, w, h)
+                yield a, b
+                n += 1
+        finally:
+            for g in streams:
+                g.close()
+                if g in self._open:
+                    self._open.remove(g)
+
+    @staticmethod
+    def _check_size(view: _View, frame: np.ndarray, index: int, w: int, h: int) -> None:
+        if frame.shape[:2] != (h, w):
+            raise InputError(
+                f"{view.path}: frame {index} is {frame.shape[1]}x{frame.shape[0]}, "
+                f"expected {w}x{h} like the first frame"
+            )
+
+    def close(self) -> None:
+        while self._open:
+            self._open.pop().close()
+
+    def __enter__(self) -> "StereoSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _parse_fps(fps) -> Fraction:
+    try:
+        # str() first so 29.97 becomes 2997/100, not the nearest binary fraction.
+        value = Fraction(str(fps))
+    except (ValueError, ZeroDivisionError) as e:
+        raise InputError(f"frame rate {fps!r} is not a number") from e
+    if value <= 0:
+        raise InputError(f"frame rate {fps!r} must be positive")
+    return value
+
+
+def open_stereo(
+    left: str,
+    right: str | None = None,
+    *,
+    side_by_side: bool = False,
+    fps: Fraction | float | str | None = None,
+) -> StereoSource:
+    """Open a stereo input and check that both views agree.
+
+    ``left``/``right`` are each a video file or a folder of images (sorted by
+    file name). With ``side_by_side=True`` only ``left`` is given and each frame
+    is split into a left half and a right half. ``fps`` sets the frame rate of
+    image folders (default 30); video files carry their own.
+    """
+    if side_by_side and right is not None:
+        raise InputError(f"{right}: a side-by-side input takes a single file, not a right view")
+    if not side_by_side and right is None:
+        raise InputError(f"{left}: no right view given (pass a right input or use side-by-side)")
+    image_fps = DEFAULT_IMAGE_FPS if fps is None else _parse_fps(fps)
+    lv = _open_view(os.fspath(left), image_fps)
+
+    if side_by_side:
+        if lv.width % 2:
+            raise InputError(f"{lv.path}: side-by-side width {lv.width} is odd, cannot split in halves")
+        width, rv, desc = lv.width // 2, None, f"{lv.description} side-by-side"
+    else:
+        rv = _open_view(os.fspath(right), image_fps)
+        if (lv.width, lv.height) != (rv.width, rv.height):
+            raise InputError(
+                f"{rv.path}: right view is {rv.width}x{rv.height} but left view "
+                f"{lv.path} is {lv.width}x{lv.height}"
+            )
+        if abs(lv.fps - rv.fps) > _RATE_TOLERANCE * lv.fps:
+            raise InputError(
+                f"{rv.path}: right view runs at {_fps_text(rv.fps)} fps but left view "
+                f"{lv.path} runs at {_fps_text(lv.fps)} fps"
+            )
+        if lv.frame_count is not None and rv.frame_count is not None and lv.frame_count != rv.frame_count:
+            raise InputError(
+                f"{rv.path}: right view has {rv.frame_count} frames but left view "
+                f"{lv.path} has {lv.frame_count}"
+            )
+        width, desc = lv.width, f"{lv.description} + {rv.description}"
+
+    # Report a count only when every view knows it; otherwise the codec counts as it streams.
+    frame_count = lv.frame_count if rv is None or rv.frame_count is not None else None
+    count_text = f"{frame_count} frames" if frame_count is not None else "frame count unknown"
+    return StereoSource(
+        width=width,
+        height=lv.height,
+        fps=lv.fps,
+        frame_count=frame_count,
+        grey=lv.grey and (rv is None or rv.grey),
+        description=f"{desc}: {width}x{lv.height}, {_fps_text(lv.fps)} fps, {count_text}",
+        _left=lv,
+        _right=rv,
+    )

@@ -1,0 +1,274 @@
+"""Tests of the .svc container (svcodec.container): pure Python, fast."""
+
+import json
+import os
+import random
+import struct
+
+import pytest
+
+from svcodec.container import (AccessUnit, Colour, FrameType, SequenceHeader, Substream,
+                               SubstreamKind, SvcReader, SvcWriter, frame_crc32)
+from svcodec.container.format import MAGIC, TRAILER_SIZE
+from svcodec.errors import BitstreamError, InputError
+
+K = SubstreamKind
+
+
+def make_seq(**kw):
+    args = dict(width=64, height=48, fps_num=30000, fps_den=1001, gop_size=4,
+                model_id=bytes(range(16)), model_name="elic-hdc-s", rate=1.3)
+    args.update(kw)
+    return SequenceHeader(**args)
+
+
+def make_au(frame, ftype, rng, slices=2, sizes=(0, 1, 5, 130, 300)):
+    """Substreams in the codec's alternating order z_L, z_R, L1, R1, L2, R2 (+ motion for P)."""
+    def blob():
+        return bytes(rng.randrange(256) for _ in range(rng.choice(sizes)))
+    subs = [Substream(v, K.TEXTURE_HYPER, 0, blob()) for v in (0, 1)]
+    if ftype == FrameType.P:
+        subs = [Substream(v, K.MOTION_HYPER, 0, blob()) for v in (0, 1)] + \
+               [Substream(v, K.MOTION_LATENT, 1, blob()) for v in (0, 1)] + subs
+    subs += [Substream(v, K.TEXTURE_LATENT, n, blob()) for n in range(1, slices + 1) for v in (0, 1)]
+    return AccessUnit(frame, ftype, rng.getrandbits(32), subs)
+
+
+def make_gops(frame_sizes=(4, 4, 2), seed=0, **kw):
+    rng, gops, frame = random.Random(seed), [], 0
+    for n in frame_sizes:
+        gops.append([make_au(frame + j, FrameType.I if j == 0 else FrameType.P, rng, **kw)
+                     for j in range(n)])
+        frame += n
+    return gops
+
+
+def write(path, gops, seq=None):
+    with SvcWriter(path, seq or make_seq()) as w:
+        for g in gops:
+            w.write_gop(g)
+    return path
+
+
+def read_all(path):
+    r = SvcReader(path)
+    return r, [aus for _, aus in r]
+
+
+@pytest.fixture
+def stream(tmp_path):
+    gops = make_gops()
+    path = write(tmp_path / "a.svc", gops)
+    return path, gops, path.read_bytes()
+
+
+@pytest.fixture
+def small_stream(tmp_path):
+    """Three GOPs with tiny payloads, so exhaustive cut/flip loops stay fast."""
+    gops = make_gops((2, 1, 2), slices=1, sizes=(0, 1, 3))
+    path = write(tmp_path / "small.svc", gops)
+    return path, gops, path.read_bytes()
+
+
+def error_of(path):
+    """The exception a full read raises (None if it succeeds); cheaper than pytest.raises in loops."""
+    try:
+        read_all(path)
+    except Exception as e:  # noqa: BLE001 - the type is what the caller checks
+        return e
+    return None
+
+
+def test_round_trip(stream):
+    path, gops, _ = stream
+    r, got = read_all(path)
+    assert got == gops  # dataclass equality: order, fields and payload bytes
+    assert r.sequence == make_seq(frame_count=10)
+    assert r.sequence.rate == 1.3 and r.sequence.colour == Colour.RGB
+    assert [(g.index, g.first_frame, g.frame_count) for g in r.gops] == [(0, 0, 4), (1, 4, 4), (2, 8, 2)]
+    assert r.version == (1, 0) and len(r) == 3
+    payload = sum(len(s.data) for g in gops for au in g for s in au.substreams)
+    assert r.file_size == os.path.getsize(path)
+    assert r.overhead_bytes() == r.file_size - payload > 0
+    assert [r.gop_of_frame(f) for f in (0, 3, 4, 9)] == [0, 0, 1, 2]
+    json.dumps(r.to_dict())
+    json.dumps([au.to_dict() for g in got for au in g])
+
+
+def test_grey_and_fractional_rate(tmp_path):
+    seq = make_seq(colour=Colour.GREY, rate=0.25, model_name="modèle", fps_num=25, fps_den=1)
+    r, _ = read_all(write(tmp_path / "g.svc", make_gops((1,)), seq))
+    assert r.sequence.colour == Colour.GREY and r.sequence.rate == 0.25
+    assert r.sequence.model_name == "modèle" and r.sequence.fps == 25
+
+
+def test_deterministic(tmp_path):
+    a = write(tmp_path / "a.svc", make_gops()).read_bytes()
+    b = write(tmp_path / "b.svc", make_gops()).read_bytes()
+    assert a == b
+
+
+def test_frame_count_patched_at_close(tmp_path):
+    path = tmp_path / "s.svc"
+    with SvcWriter(path, make_seq(frame_count=0)) as w:
+        for g in make_gops():
+            w.write_gop(g)
+        w.set_frame_count(10)
+    assert SvcReader(path).sequence.frame_count == 10
+    with pytest.raises(ValueError):  # declared count disagrees with the frames written
+        with SvcWriter(path, make_seq()) as w:
+            w.write_gop(make_gops()[0])
+            w.set_frame_count(7)
+    assert SvcReader(path).sequence.frame_count == 10  # previous file intact
+
+
+def test_wrong_magic(stream, tmp_path):
+    _, _, data = stream
+    bad = tmp_path / "bad.svc"
+    bad.write_bytes(b"RIFF" + data[4:])
+    with pytest.raises(BitstreamError, match="magic"):
+        SvcReader(bad)
+
+
+def test_unknown_major_version(stream, tmp_path):
+    _, _, data = stream
+    bad = tmp_path / "v2.svc"
+    bad.write_bytes(data[:4] + bytes([2]) + data[5:])
+    with pytest.raises(BitstreamError, match="version 2"):
+        SvcReader(bad)
+
+
+def test_every_truncation_detected(small_stream, tmp_path):
+    _, _, data = small_stream
+    cut = tmp_path / "cut.svc"
+    for n in range(len(data)):
+        cut.write_bytes(data[:n])
+        e = error_of(cut)
+        assert isinstance(e, BitstreamError), (n, e)
+        if n >= len(MAGIC):  # past the magic the message must say what happened
+            assert "truncated" in str(e), (n, str(e))
+
+
+def test_every_bit_flip_detected(small_stream, tmp_path):
+    _, _, data = small_stream
+    bad = tmp_path / "flip.svc"
+    for pos in range(len(data)):
+        for bit in {pos % 8, 7 - pos % 8}:
+            b = bytearray(data)
+            b[pos] ^= 1 << bit
+            bad.write_bytes(b)
+            e = error_of(bad)
+            assert isinstance(e, BitstreamError), (pos, bit, e)
+
+
+def test_random_corruption_only_raises_bitstream_error(stream, tmp_path):
+    _, _, data = stream  # the big stream: payload lengths need multi-byte varints
+    rng, bad = random.Random(1), tmp_path / "junk.svc"
+    for _ in range(300):
+        b = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            b += bytes(rng.randrange(256) for _ in range(rng.randint(1, 20)))  # trailing junk
+        if b == data:
+            continue
+        bad.write_bytes(b)
+        e = error_of(bad)
+        assert isinstance(e, BitstreamError), e
+    for n in (0, 3, 50, 5000):
+        bad.write_bytes(bytes(rng.randrange(256) for _ in range(n)))
+        with pytest.raises(BitstreamError):
+            read_all(bad)
+
+
+def test_writer_exception_leaves_nothing(tmp_path):
+    path = tmp_path / "out.svc"
+    with pytest.raises(RuntimeError):
+        with SvcWriter(path, make_seq()) as w:
+            w.write_gop(make_gops()[0])
+            raise RuntimeError("encoder crashed")
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_write_keeps_existing_file(tmp_path):
+    path = tmp_path / "out.svc"
+    path.write_bytes(b"precious")
+    with pytest.raises(RuntimeError):
+        with SvcWriter(path, make_seq()) as w:
+            w.write_gop(make_gops()[0])
+            raise RuntimeError("boom")
+    with pytest.raises(ValueError):  # invalid AU: GOP must start with an I-frame
+        with SvcWriter(path, make_seq()) as w:
+            w.write_gop([make_au(0, FrameType.P, random.Random(0))])
+    with pytest.raises(ValueError):  # closing with no GOP would make an invalid file
+        with SvcWriter(path, make_seq()):
+            pass
+    assert path.read_bytes() == b"precious"
+    assert os.listdir(tmp_path) == ["out.svc"]
+    write(path, make_gops())  # a successful write replaces it
+    assert SvcReader(path).sequence.frame_count == 10
+
+
+def test_writer_rejects_bad_input(tmp_path):
+    rng = random.Random(0)
+    for bad in (dict(rate=3.5), dict(rate=float("nan")), dict(width=0), dict(model_id=b"x"),
+                dict(model_name="x" * 256), dict(colour=2), dict(flags=1), dict(gop_size=0)):
+        with pytest.raises(ValueError):
+            SvcWriter(tmp_path / "x.svc", make_seq(**bad))
+    with SvcWriter(tmp_path / "x.svc", make_seq()) as w:
+        for aus in ([make_au(1, FrameType.I, rng)],  # wrong frame index
+                    [make_au(0, FrameType.I, rng)] * 5,  # longer than gop_size
+                    [AccessUnit(0, FrameType.I, 0, [Substream(0, K.MOTION_HYPER, 0, b"")])],
+                    [AccessUnit(0, FrameType.I, 0, [Substream(0, K.TEXTURE_LATENT, 0, b"")])],
+                    [AccessUnit(0, FrameType.I, 0, [Substream(0, K.TEXTURE_HYPER, 0, b"")] * 2)]):
+            with pytest.raises(ValueError):
+                w.write_gop(aus)
+        w.write_gop([make_au(0, FrameType.I, rng)])
+    assert os.listdir(tmp_path) == ["x.svc"]
+
+
+def test_seek_reads_only_that_gop(stream, tmp_path, monkeypatch):
+    path, gops, data = stream
+    r = SvcReader(path)
+    # Corrupt a payload byte in GOP 0: GOP 2 must still read, GOP 0 must not.
+    b = bytearray(data)
+    b[r.gop_offsets[0] + 18 + 40] ^= 0xFF
+    bad = tmp_path / "seek.svc"
+    bad.write_bytes(b)
+    r = SvcReader(bad)
+    reads = []
+    orig = SvcReader._read
+    monkeypatch.setattr(SvcReader, "_read",
+                        lambda self, f, off, n, what: reads.append((off, n)) or orig(self, f, off, n, what))
+    assert r.read_gop(2) == gops[2]
+    assert reads == [(r.gop_offsets[2], 18 + r.gops[2].data_length)]
+    with pytest.raises(BitstreamError, match="access unit 0: checksum mismatch"):
+        r.read_gop(0)
+    with pytest.raises(InputError):
+        r.read_gop(3)
+
+
+def test_bad_paths(tmp_path):
+    for p in (tmp_path, tmp_path / "missing.svc"):
+        with pytest.raises(InputError) as e:
+            SvcReader(p)
+        assert "\n" not in str(e.value) and str(p) in str(e.value)
+    with pytest.raises(InputError):
+        SvcWriter(tmp_path / "no-such-dir" / "x.svc", make_seq())
+
+
+def test_frame_crc32():
+    np = pytest.importorskip("numpy")
+    left = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    right = left[::-1].copy()
+    assert frame_crc32(left, right) == frame_crc32(left.tobytes() + right.tobytes())
+    assert frame_crc32(left[:, ::-1], right) == frame_crc32(left[:, ::-1].copy(), right)
+    with pytest.raises(ValueError):
+        frame_crc32(left.astype(np.float32))
+
+
+def test_trailer_layout(stream):
+    _, _, data = stream
+    (index_offset,) = struct.unpack_from("<Q", data, len(data) - TRAILER_SIZE)
+    (count,) = struct.unpack_from("<I", data, index_offset)
+    assert count == 3 and index_offset + 4 + 12 * count == len(data) - TRAILER_SIZE

@@ -1,0 +1,396 @@
+"""Stereo input/output: reading, validation errors, bit-exact writing."""
+
+from fractions import Fraction
+import os
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from svcodec.errors import InputError
+from svcodec.io import FORMATS, StereoWriter, default_output_name, open_stereo, output_paths
+
+W, H, N = 64, 48, 5
+
+
+def clip(seed=0, n=N, w=W, h=H):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def write_video(path, frames, *, fps=30, codec="ffv1", grey=False):
+    """Lossless clip: FFV1 (bgr0/gray) in .mkv, libx264rgb -qp 0 in .mp4."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=Fraction(fps))
+        s.width, s.height = frames[0].shape[1], frames[0].shape[0]
+        if codec == "libx264rgb":
+            s.pix_fmt, s.options = "rgb24", {"qp": "0"}
+        else:
+            s.pix_fmt = "gray" if grey else "bgr0"
+        for a in frames:
+            f = av.VideoFrame.from_ndarray(a[:, :, 0] if grey else a, format="gray" if grey else "rgb24")
+            for p in s.encode(f if grey or codec != "ffv1" else f.reformat(format="bgr0")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return str(path)
+
+
+def write_pngs(folder, frames, ext="png", grey=False):
+    os.makedirs(folder, exist_ok=True)
+    for i, a in enumerate(frames):
+        im = Image.fromarray(a[:, :, 0] if grey else a)
+        im.save(os.path.join(folder, f"f{i:03d}.{ext}"), **({"lossless": True} if ext == "webp" else {}))
+    return str(folder)
+
+
+def read_video(path):
+    with av.open(path) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def assert_same(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def test_two_files(tmp_path):
+    left, right = clip(1), clip(2)
+    src = open_stereo(write_video(tmp_path / "l.mkv", left), write_video(tmp_path / "r.mkv", right))
+    assert (src.width, src.height, src.fps, src.grey) == (W, H, 30, False)
+    assert src.frame_count is None  # Matroska does not store it
+    pairs = list(src.frames())
+    assert_same([p[0] for p in pairs], left)
+    assert_same([p[1] for p in pairs], right)
+    assert len(list(src.frames(max_frames=2))) == 2  # re-iterable, capped
+    assert "l.mkv" in src.description and "r.mkv" in src.description
+    src.close()
+
+
+def test_mp4_frame_count_and_ntsc_rate(tmp_path):
+    left, right = clip(1), clip(2)
+    src = open_stereo(
+        write_video(tmp_path / "l.mp4", left, codec="libx264rgb", fps=Fraction(30000, 1001)),
+        write_video(tmp_path / "r.mp4", right, codec="libx264rgb", fps=Fraction(30000, 1001)),
+    )
+    assert src.frame_count == N
+    assert src.fps == Fraction(30000, 1001)
+    assert_same([p[0] for p in src.frames()], left)
+
+
+def test_rate_rounding_tolerated(tmp_path):
+    src = open_stereo(
+        write_video(tmp_path / "l.mkv", clip(1), fps=Fraction(30000, 1001)),
+        write_video(tmp_path / "r.mkv", clip(2), fps=Fraction(2997, 100)),
+    )
+    assert abs(float(src.fps) - 29.97) < 1e-3
+
+
+def test_side_by_side(tmp_path):
+    left, right = clip(1), clip(2)
+    sbs = [np.concatenate([a, b], axis=1) for a, b in zip(left, right)]
+    src = open_stereo(write_video(tmp_path / "sbs.mkv", sbs), side_by_side=True)
+    assert (src.width, src.height) == (W, H)
+    pairs = list(src.frames())
+    assert_same([p[0] for p in pairs], left)
+    assert_same([p[1] for p in pairs], right)
+
+
+def test_side_by_side_image_folder(tmp_path):
+    left, right = clip(1), clip(2)
+    folder = write_pngs(tmp_path / "sbs", [np.concatenate([a, b], axis=1) for a, b in zip(left, right)])
+    src = open_stereo(folder, side_by_side=True)
+    assert (src.width, src.frame_count) == (W, N)
+    assert_same([p[1] for p in src.frames()], right)
+
+
+def test_sixteen_bit_grey_png_keeps_top_bits(tmp_path):
+    for side in "LR":
+        os.makedirs(tmp_path / side)
+        Image.fromarray(np.full((H, W), 0xAB12, np.uint16)).save(tmp_path / side / "0.png")
+    src = open_stereo(str(tmp_path / "L"), str(tmp_path / "R"))
+    assert src.grey
+    a, _ = next(src.frames())
+    assert (a == 0xAB).all()
+
+
+@pytest.mark.parametrize("ext", ["png", "webp"])
+def test_image_folders(tmp_path, ext):
+    left, right = clip(1), clip(2)
+    src = open_stereo(write_pngs(tmp_path / "L", left, ext), write_pngs(tmp_path / "R", right, ext), fps=25)
+    assert (src.width, src.height, src.fps, src.frame_count, src.grey) == (W, H, 25, N, False)
+    pairs = list(src.frames())
+    assert_same([p[0] for p in pairs], left)
+    assert_same([p[1] for p in pairs], right)
+
+
+def test_image_folder_default_fps_and_jpeg(tmp_path):
+    for side in "LR":
+        os.makedirs(tmp_path / side)
+        for i, a in enumerate(clip(3)):
+            Image.fromarray(a).save(tmp_path / side / f"{i:02d}.jpg")
+    src = open_stereo(str(tmp_path / "L"), str(tmp_path / "R"))
+    assert src.fps == 30 and src.frame_count == N
+    a, b = next(src.frames())
+    assert a.shape == (H, W, 3) and a.dtype == np.uint8
+
+
+def test_grey_video_and_images(tmp_path):
+    frames = clip(4)
+    src = open_stereo(write_video(tmp_path / "l.mkv", frames, grey=True), write_video(tmp_path / "r.mkv", frames, grey=True))
+    assert src.grey
+    a, _ = next(src.frames())
+    assert a.shape == (H, W, 3) and (a == frames[0][:, :, :1]).all()
+
+    src = open_stereo(write_pngs(tmp_path / "L", frames, grey=True), write_pngs(tmp_path / "R", frames, grey=True))
+    assert src.grey
+    # One colour view is enough to make the pair colour.
+    src = open_stereo(write_pngs(tmp_path / "L", frames, grey=True), write_pngs(tmp_path / "C", frames))
+    assert not src.grey
+
+
+def test_yuv_unspecified_is_bt601_limited(tmp_path):
+    path = str(tmp_path / "y.mkv")
+    with av.open(path, "w") as c:
+        s = c.add_stream("ffv1", rate=30)
+        s.width, s.height, s.pix_fmt = 16, 16, "yuv444p"
+        planes = np.stack([np.full((16, 16), v, np.uint8) for v in (100, 150, 90)])
+        for p in s.encode(av.VideoFrame.from_ndarray(planes, format="yuv444p")):
+            c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    src = open_stereo(path, path)
+    a, _ = next(src.frames())
+    y, u, v = 100 - 16, 150 - 128, 90 - 128
+    want = [1.164 * y + 1.596 * v, 1.164 * y - 0.392 * u - 0.813 * v, 1.164 * y + 2.017 * u]
+    assert np.abs(a[0, 0].astype(float) - want).max() <= 1.5
+
+
+# ---------------------------------------------------------------- input errors
+
+
+def raises_naming(fragment, *args, **kwargs):
+    with pytest.raises(InputError) as e:
+        src = open_stereo(*args, **kwargs)
+        list(src.frames())
+    msg = str(e.value)
+    assert fragment in msg and "\n" not in msg, msg
+    return msg
+
+
+def test_missing_path(tmp_path):
+    good = write_video(tmp_path / "r.mkv", clip())
+    raises_naming("nope.mkv", str(tmp_path / "nope.mkv"), good)
+
+
+def test_not_a_video(tmp_path):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("hello, not a video\n")
+    raises_naming("notes.mp4", str(bad), write_video(tmp_path / "r.mkv", clip()))
+
+
+def test_no_video_stream(tmp_path):
+    path = str(tmp_path / "audio.mkv")
+    with av.open(path, "w") as c:
+        s = c.add_stream("aac", rate=48000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 48000
+        for p in s.encode(frame):
+            c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    assert "no video stream" in raises_naming("audio.mkv", path, write_video(tmp_path / "r.mkv", clip()))
+
+
+def test_zero_frames(tmp_path):
+    path = str(tmp_path / "empty.avi")  # AVI keeps a stream with no packets; MKV/MP4 drop it
+    with av.open(path, "w") as c:
+        s = c.add_stream("ffv1", rate=30)
+        s.width, s.height, s.pix_fmt = W, H, "bgr0"
+        c.start_encoding()
+    assert "no frames" in raises_naming("empty.avi", path, write_video(tmp_path / "r.mkv", clip()))
+
+
+def test_size_mismatch(tmp_path):
+    l = write_video(tmp_path / "l.mkv", clip())
+    r = write_video(tmp_path / "r.mkv", clip(w=32))
+    assert "32x48" in raises_naming("r.mkv", l, r)
+
+
+def test_rate_mismatch(tmp_path):
+    l = write_video(tmp_path / "l.mkv", clip(), fps=30)
+    r = write_video(tmp_path / "r.mkv", clip(), fps=Fraction(30000, 1001))
+    assert "fps" in raises_naming("r.mkv", l, r)
+
+
+def test_count_mismatch_up_front(tmp_path):
+    l = write_video(tmp_path / "l.mp4", clip(), codec="libx264rgb")
+    r = write_video(tmp_path / "r.mp4", clip(n=3), codec="libx264rgb")
+    with pytest.raises(InputError, match="r.mp4.*3 frames"):
+        open_stereo(l, r)  # before any frame is read
+
+
+def test_count_mismatch_while_streaming(tmp_path):
+    l = write_video(tmp_path / "l.mkv", clip())
+    r = write_video(tmp_path / "r.mkv", clip(n=3))
+    src = open_stereo(l, r)
+    it = src.frames()
+    for _ in range(3):
+        next(it)
+    with pytest.raises(InputError, match="r.mkv: ended after 3 frames"):
+        next(it)
+
+
+def test_image_folder_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("x")
+    good = write_pngs(tmp_path / "good", clip())
+    assert "no PNG" in raises_naming("empty", str(empty), good)
+
+    mixed = write_pngs(tmp_path / "mixed", clip())
+    Image.fromarray(clip(n=1, w=32)[0]).save(os.path.join(mixed, "f999.png"))
+    raises_naming("f999.png", mixed, good)
+
+    broken = write_pngs(tmp_path / "broken", clip())
+    with open(os.path.join(broken, "f002.png"), "wb") as f:
+        f.write(b"\x89PNG not really")
+    raises_naming("f002.png", broken, good)
+
+    # A valid header with truncated data only fails while streaming.
+    truncated = write_pngs(tmp_path / "truncated", clip())
+    name = os.path.join(truncated, "f003.png")
+    data = open(name, "rb").read()
+    with open(name, "wb") as f:
+        f.write(data[: len(data) // 2])
+    raises_naming("f003.png", truncated, good)
+
+
+def test_odd_side_by_side_and_bad_arguments(tmp_path):
+    odd = write_video(tmp_path / "odd.mkv", clip(w=63))
+    assert "odd" in raises_naming("odd.mkv", odd, side_by_side=True)
+    raises_naming("odd.mkv", odd)  # no right view
+    raises_naming("odd.mkv", odd, odd, side_by_side=True)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def read_back(fmt, paths):
+    """Frames of what StereoWriter wrote, as (left list, right list)."""
+    if fmt == "mkv":
+        return read_video(paths[0]), read_video(paths[1])
+    if fmt == "png":
+        return tuple(
+            [np.asarray(Image.open(os.path.join(paths[0], s, n))) for n in sorted(os.listdir(os.path.join(paths[0], s)))]
+            for s in ("left", "right")
+        )
+    if fmt == "sbs-mkv":
+        frames = read_video(paths[0])
+    else:
+        frames = [np.asarray(Image.open(os.path.join(paths[0], n))) for n in sorted(os.listdir(paths[0]))]
+    return [f[:, :W] for f in frames], [f[:, W:] for f in frames]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_writer_round_trip(tmp_path, fmt):
+    left, right = clip(5), clip(6)
+    out = str(tmp_path / "out")
+    with StereoWriter(out, fmt=fmt, width=W, height=H, fps=Fraction(30000, 1001)) as w:
+        for a, b in zip(left, right):
+            w.write(a, b)
+    assert w.paths == output_paths(out, fmt)
+    assert all(os.path.exists(p) for p in w.paths)
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in w.paths)  # no temporaries left
+    got_l, got_r = read_back(fmt, w.paths)
+    assert_same(got_l, left)
+    assert_same(got_r, right)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_writer_grey(tmp_path, fmt):
+    frames = [np.repeat(a[:, :, :1], 3, axis=2) for a in clip(7)]
+    with StereoWriter(str(tmp_path / "g"), fmt=fmt, width=W, height=H, fps=30, grey=True) as w:
+        for a in frames:
+            w.write(a, a)
+    if fmt.endswith("mkv"):
+        with av.open(w.paths[0]) as c:
+            assert c.streams.video[0].codec_context.pix_fmt == "gray"
+    else:
+        first = os.path.join(w.paths[0], "left" if fmt == "png" else "", "000000.png")
+        assert Image.open(first).mode == "L"
+    # What the codec reads back from its own output is again grey and bit-exact.
+    if fmt == "mkv":
+        src = open_stereo(*w.paths)
+    elif fmt == "png":
+        src = open_stereo(os.path.join(w.paths[0], "left"), os.path.join(w.paths[0], "right"))
+    else:
+        src = open_stereo(w.paths[0], side_by_side=True)
+    assert src.grey
+    assert_same([p[0] for p in src.frames()], frames)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_writer_exception_leaves_nothing(tmp_path, fmt):
+    out = str(tmp_path / "out")
+    with pytest.raises(RuntimeError):
+        with StereoWriter(out, fmt=fmt, width=W, height=H, fps=30) as w:
+            w.write(*clip(n=2)[:2])
+            raise RuntimeError("decoder failed")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_writer_exception_keeps_previous_output(tmp_path, fmt):
+    out = str(tmp_path / "out")
+    old = clip(8, n=2)
+    with StereoWriter(out, fmt=fmt, width=W, height=H, fps=30) as w:
+        w.write(old[0], old[1])
+    before = sorted(os.walk(tmp_path))
+    with pytest.raises(RuntimeError):
+        with StereoWriter(out, fmt=fmt, width=W, height=H, fps=30) as w:
+            w.write(*clip(9, n=2))
+            raise RuntimeError("decoder failed")
+    assert sorted(os.walk(tmp_path)) == before
+    assert_same(read_back(fmt, w.paths)[0], old[:1])
+    # A successful second run replaces the previous output.
+    new = clip(10, n=2)
+    with StereoWriter(out, fmt=fmt, width=W, height=H, fps=30) as w:
+        w.write(new[0], new[1])
+    got_l, _ = read_back(fmt, w.paths)
+    assert_same(got_l, new[:1])
+
+
+def test_writer_refuses_foreign_folder(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(InputError, match="out"):
+        StereoWriter(str(tmp_path / "out"), fmt="png", width=W, height=H, fps=30)
+    assert os.listdir(tmp_path / "out") == ["holiday.jpg"]
+
+
+def test_writer_bad_input(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        StereoWriter(str(tmp_path / "no" / "out"), fmt="mkv", width=W, height=H, fps=30)
+    with pytest.raises(InputError, match="unknown output format"):
+        StereoWriter(str(tmp_path / "out"), fmt="avi", width=W, height=H, fps=30)
+    with StereoWriter(str(tmp_path / "out"), fmt="png", width=W, height=H, fps=30) as w:
+        with pytest.raises(ValueError):
+            w.write(np.zeros((H, W, 3), np.float32), np.zeros((H, W, 3), np.uint8))
+        w.abort()
+    assert os.listdir(tmp_path) == []
+
+
+def test_output_names():
+    assert output_paths("d/clip.mkv", "mkv") == ["d/clip_left.mkv", "d/clip_right.mkv"]
+    assert output_paths("d/clip", "sbs-mkv") == ["d/clip.mkv"]
+    assert output_paths("d/frames/", "png") == ["d/frames"]
+    assert default_output_name("d/clip.svc", "mkv") == "d/clip"
+    assert default_output_name("d/clip.svc", "sbs-mkv") == "d/clip_sbs.mkv"
+    assert default_output_name("d/clip.svc", "png") == "d/clip_png"
+    assert default_output_name("d/clip.svc", "sbs-png") == "d/clip_sbs_png"
