@@ -12,7 +12,7 @@ from rich.table import Table
 from ..container import FrameType, SubstreamKind
 
 err = Console(stderr=True)
-out = Console()
+out = Console(markup=False, emoji=False, soft_wrap=True)  # file paths verbatim: no markup, no wrapping
 
 
 class EncodeProgress:
@@ -31,13 +31,15 @@ class EncodeProgress:
         self.task = self.progress.add_task("encode", total=total, stats="")
 
     def __enter__(self):
-        self.progress.start()
+        # the bar starts with the first coded frame, so set-up errors are not preceded by it
         return self
 
     def __exit__(self, *exc):
         self.progress.stop()
 
     def update(self, stats):
+        if self.n == 0:
+            self.progress.start()
         self.n += 1
         self.bytes += stats.bytes
         fps = self.n / max(1e-9, time.perf_counter() - self.t0)

@@ -15,7 +15,7 @@ import torch
 
 from ..container import Substream
 from ..entropy import SubstreamDecoder, SubstreamEncoder, gaussian_tables, scale_to_index
-from ..errors import BitstreamError
+from ..errors import BitstreamError, ModelError
 from ..nn.elic import ElicIntraCodec, gaussian_bits
 from ..nn.layers import checkerboard_mask
 
@@ -86,6 +86,8 @@ def _z_ids(model: ElicIntraCodec, shape) -> np.ndarray:
 def encode_intra(model: ElicIntraCodec, z_tables, x: torch.Tensor, rate: float) -> IntraResult:
     """x: (2, 3, H, W) in [0, 1], H and W multiples of 64."""
     y = model.analysis(x.contiguous(), rate)
+    if not torch.isfinite(y).all():
+        raise ModelError("the model produced non-finite latents (broken weights?)")
     z = model.h_a(y)
     med = model.z_medians().view(1, -1, 1, 1)
     zq = torch.round(z - med)

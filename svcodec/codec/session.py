@@ -134,6 +134,10 @@ def encode_pairs(
         rate = header.rate  # the float32 the decoder will read back
         gop_units: list[AccessUnit] = []
         for index, (left, right) in enumerate(pairs):
+            for view, frame in (("left", left), ("right", right)):
+                if frame.shape != (height, width, 3) or frame.dtype != np.uint8:
+                    raise InputError(f"frame {index} ({view}): expected {height}x{width}x3 uint8, "
+                                     f"got shape {frame.shape} {frame.dtype}")
             x = to_tensor(left, right, dev)
             res = encode_intra(codec.model, codec.z_tables, x, rate)
             rec_l, rec_r = to_frames(res.x_hat, height, width)

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..errors import BitstreamError
+from ..errors import BitstreamError, ModelError
 from .tables import SymbolTable
 
 _MAX_ESCAPE_BITS = 40
@@ -54,6 +54,8 @@ class SubstreamEncoder:
             escapes.extend((v[above] - t.high - 1).tolist())
         for e in escapes:  # e >= 0: distance beyond the table's range
             nbits = int(e).bit_length()
+            if nbits > _MAX_ESCAPE_BITS:
+                raise ModelError(f"latent value {e} is beyond the codable range (broken weights?)")
             self._enc.encode(nbits, _uniform(_MAX_ESCAPE_BITS + 1))
             for shift in range(0, nbits, 8):
                 width = min(8, nbits - shift)
@@ -89,6 +91,6 @@ class SubstreamDecoder:
                     width = min(8, nbits - shift)
                     e |= int(self._dec.decode(_uniform(1 << width))) << shift
                 out[p] = base + sign * e
-        except (ValueError, RuntimeError, OverflowError) as exc:  # constriction reports corrupt data
+        except (ValueError, RuntimeError, OverflowError, AssertionError) as exc:  # constriction: corrupt data
             raise BitstreamError(f"range decoder failed: {exc}") from None
         return out.reshape(table_ids.shape)

@@ -14,10 +14,29 @@ from pathlib import Path
 import torch
 
 from ..nn.elic import ElicConfig, ElicIntraCodec
-from ..zoo import save_intra
+from ..zoo import load_intra, save_intra
+from .data import DEFAULT_DATA, CropSampler, training_groups
 
 
-def export(ckpt: Path, out: Path, note: str = "") -> dict:
+@torch.no_grad()
+def storage_check(trained: ElicIntraCodec, shipped: ElicIntraCodec, data: str) -> dict:
+    """PSNR / estimated bpp of the trained (float32) and the stored (int8/float16) model on
+    the same fixed crops, per rate point: what weight storage costs."""
+    x = CropSampler(training_groups(data), 256, seed=12345).batch(8)
+    result = {}
+    for r in range(trained.cfg.num_rates):
+        row = {}
+        for name, m in (("trained", trained), ("shipped", shipped)):
+            torch.manual_seed(0)  # same noise for the rate terms
+            out = m.eval()(x, torch.full((x.shape[0],), float(r)))
+            mse = ((out["x_hat"].clamp(0, 1) - x) ** 2).mean()
+            row[name] = {"psnr": round(float(-10 * torch.log10(mse)), 3),
+                         "bpp": round(float((out["y_bits"] + out["z_bits"]).sum() / (x.numel() / 3)), 4)}
+        result[str(r)] = row
+    return result
+
+
+def export(ckpt: Path, out: Path, note: str = "", data: str = DEFAULT_DATA) -> dict:
     state = torch.load(ckpt, map_location="cpu")
     cfg = ElicConfig(**state["config"])
     model = ElicIntraCodec(cfg)
@@ -31,7 +50,7 @@ def export(ckpt: Path, out: Path, note: str = "") -> dict:
         "model_id": model_id.hex(),
         "config": cfg.to_dict(),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "storage": "float16 parameters, int64 hyper-latent tables",
+        "storage": "int8 weights with per-row float32 scales, other tensors float16; int64 hyper-latent tables",
         "rate_points": {str(i): {"lambda": lam, "loss": "lambda * MSE(x in [0,1]) + bpp"}
                         for i, lam in enumerate(state["lambdas"])},
         "training": {
@@ -44,6 +63,7 @@ def export(ckpt: Path, out: Path, note: str = "") -> dict:
                     "the evaluation clips in shared/data/stereo/ are not used",
             "hardware": "2-core CPU",
         },
+        "storage_check (8 fixed 256x256 training crops)": storage_check(model, load_intra(out).model, data),
         "exported": dt.date.today().isoformat(),
         "torch": torch.__version__,
         "note": note,
@@ -57,8 +77,9 @@ def main(argv=None) -> None:
     ap.add_argument("ckpt", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--note", default="")
+    ap.add_argument("--data", default=DEFAULT_DATA)
     args = ap.parse_args(argv)
-    m = export(args.ckpt, args.out, args.note)
+    m = export(args.ckpt, args.out, args.note, args.data)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB), steps {m['training']['steps']}, id {m['model_id']}")
 
 

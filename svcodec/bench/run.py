@@ -1,0 +1,346 @@
+"""`svc bench`: rate-distortion benchmark of svcodec against classical stereo anchors.
+
+Every codec (ours, x265/x264 anchors, an optional external MV-HEVC encoder) is fed the same
+RGB frames and judged with the same metric functions, so the numbers are comparable.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import click
+import numpy as np
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from . import anchors as anc
+from .bdrate import bd_rate
+from .metrics import measure_stereo, psnr_rgb
+from .report import REF_PREFIX, markdown, plot_rd, write_json
+
+console = Console(stderr=True)
+IMAGE_EXT = (".webp", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+PEAK_RSS_METHOD = (
+    "VmHWM of the benchmark process, reset before each codec point via /proc/self/clear_refs "
+    "(falls back to getrusage ru_maxrss, a process-lifetime peak, where that is unavailable); "
+    "includes the interpreter, source frames and whatever earlier points left resident (torch, "
+    "models); peak_rss_delta_mb subtracts the RSS just before the call"
+)
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def _frame_files(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXT)
+
+
+def find_clips(data: Path | None, pairs: tuple) -> list[tuple[str, Path, Path]]:
+    """(name, left_dir, right_dir) for a clip folder, a folder of clip folders, or explicit pairs."""
+    clips = []
+    if data is not None:
+        cands = [data] if (data / "left").is_dir() else sorted(p for p in data.iterdir() if p.is_dir())
+        clips += [(c.name, c / "left", c / "right") for c in cands if (c / "left").is_dir() and (c / "right").is_dir()]
+    for left, right in pairs:
+        left, right = Path(left), Path(right)
+        name = left.parent.name if left.parent == right.parent else f"{left.name}+{right.name}"
+        clips.append((name, left, right))
+    return clips
+
+
+def load_views(left_dir: Path, right_dir: Path, frames: int) -> tuple[list, list]:
+    lf, rf = _frame_files(left_dir)[:frames], _frame_files(right_dir)[:frames]
+    n = min(len(lf), len(rf))
+    if n == 0:
+        raise click.ClickException(f"no frames in {left_dir} / {right_dir}")
+
+    def load(p):
+        with Image.open(p) as im:
+            return np.asarray(im.convert("RGB"))
+
+    left, right = [load(p) for p in lf[:n]], [load(p) for p in rf[:n]]
+    h, w = left[0].shape[:2]
+    # 4:2:0 anchors need even sizes; crop every codec's source alike so all see the same pixels.
+    he, we = h - h % 2, w - w % 2
+    if (he, we) != (h, w) or any(f.shape[:2] != (h, w) for f in left + right):
+        left = [f[:he, :we] for f in left]
+        right = [f[:he, :we] for f in right]
+    return left, right
+
+
+# --- resource measurement -----------------------------------------------------------------
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # Linux: reset the peak-RSS watermark (VmHWM) of this process
+        return True
+    except OSError:
+        return False
+
+
+def _proc_status_mb(key: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _peak_rss_mb() -> float:
+    peak = _proc_status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB
+
+
+# --- one codec point ----------------------------------------------------------------------
+
+
+def _our_codec(left, right, rate: int, gop: int, fps: Fraction, device: str) -> dict:
+    from svcodec.codec.api import decode_file, encode_frames
+
+    with tempfile.TemporaryDirectory(prefix="svc_bench_") as tmp:
+        path = os.path.join(tmp, "clip.svc")
+        t0 = time.perf_counter()
+        rep = encode_frames(left, right, path, rate=rate, gop=gop, fps=fps, device=device)
+        enc_s = time.perf_counter() - t0
+        size = os.path.getsize(path)  # everything in the container counts
+        t0 = time.perf_counter()
+        dec_l, dec_r = decode_file(path, device=device)
+        dec_s = time.perf_counter() - t0
+    if getattr(rep, "bytes", size) != size:
+        console.print(f"[yellow]encoder reported {rep.bytes} bytes, file has {size}; using the file size")
+    return {
+        "bytes_raw": size,
+        "bits": 8 * size,
+        "enc_seconds": enc_s,
+        "dec_seconds": dec_s,
+        "enc_seconds_reported": getattr(rep, "enc_seconds", None),
+        "decoded": (list(dec_l), list(dec_r)),
+    }
+
+
+def measure_point(fn, left, right, msssim: bool) -> dict:
+    """Run one encode+decode, then score it; memory peak covers the codec call only."""
+    _reset_peak_rss()
+    base = _proc_status_mb("VmRSS") or 0.0
+    r = fn()
+    peak = _peak_rss_mb()
+    dec_l, dec_r = r.pop("decoded")
+    h, w = left[0].shape[:2]
+    if len(dec_l) != len(left) or len(dec_r) != len(right) or dec_l[0].shape != left[0].shape:
+        raise RuntimeError(f"decoded {len(dec_l)}+{len(dec_r)} frames of {dec_l[0].shape if dec_l else None}")
+    n = len(left)
+    r.update(measure_stereo(left, right, dec_l, dec_r, msssim=msssim))
+    r.update(
+        W=w,
+        H=h,
+        frames=n,
+        bpp=r["bits"] / (2 * w * h * n),
+        enc_fps=n / r["enc_seconds"],
+        dec_fps=n / r["dec_seconds"],
+        peak_rss_mb=peak,
+        peak_rss_delta_mb=peak - base,  # what this codec call added on top of the process
+    )
+    return r
+
+
+# --- reference anchors from JSON ---------------------------------------------------------
+
+
+def reference_rows(anchor_dir: Path | None, clip: str) -> list[dict]:
+    if anchor_dir is None or not (anchor_dir / f"{clip}.json").exists():
+        return []
+    data = json.loads((anchor_dir / f"{clip}.json").read_text())
+    keep = ("q", "W", "H", "frames", "gop", "bits", "bpp", "psnr_rgb", "msssim_rgb", "enc_fps", "dec_fps")
+    return [
+        {"clip": clip, "codec": REF_PREFIX + r["anchor"], "source": "reference", **{k: r.get(k) for k in keep}}
+        for r in data["results"]
+    ]
+
+
+def _msssim_db(m: float) -> float:
+    return -10 * math.log10(1 - m) if m is not None and 0 <= m < 1 else math.nan
+
+
+def bd_table(rows: list[dict]) -> list[dict]:
+    """Each codec against x265 per view: measured codecs vs our x265 run (or the reference x265
+    when it was not run and the frame count matches), reference codecs vs the reference x265."""
+    out = []
+    for clip in dict.fromkeys(r["clip"] for r in rows):
+        crow = [r for r in rows if r["clip"] == clip]
+        by = {}
+        for r in crow:
+            by.setdefault(r["codec"], []).append(r)
+        for codec, pts in by.items():
+            ref = codec.startswith(REF_PREFIX)
+            anchor = REF_PREFIX + "x265" if ref else ("x265" if "x265" in by else REF_PREFIX + "x265")
+            if codec == anchor or anchor not in by:
+                continue
+            if not ref and anchor.startswith(REF_PREFIX) and by[anchor][0]["frames"] != pts[0]["frames"]:
+                continue
+            a = by[anchor]
+            out.append(
+                {
+                    "clip": clip,
+                    "codec": codec,
+                    "anchor": anchor,
+                    "bd_rate_psnr": bd_rate([p["bpp"] for p in a], [p["psnr_rgb"] for p in a],
+                                            [p["bpp"] for p in pts], [p["psnr_rgb"] for p in pts]),
+                    "bd_rate_msssim_db": bd_rate([p["bpp"] for p in a], [_msssim_db(p["msssim_rgb"]) for p in a],
+                                                 [p["bpp"] for p in pts], [_msssim_db(p["msssim_rgb"]) for p in pts]),
+                }
+            )
+    return out
+
+
+# --- driver ---------------------------------------------------------------------------------
+
+
+def _ints(s: str) -> list[int]:
+    return [int(x) for x in s.split(",") if x.strip()]
+
+
+def _rates(s: str) -> list:
+    """svcodec rate points may be fractional (variable-rate model); keep integers as ints."""
+    vals = [float(x) for x in s.split(",") if x.strip()]
+    return [int(v) if v.is_integer() else v for v in vals]
+
+
+@click.command("bench", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A clip folder (left/, right/) or a folder of clip folders.")
+@click.option("--pair", "pairs", nargs=2, multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="LEFT_DIR RIGHT_DIR of one clip (repeatable).")
+@click.option("--frames", default=32, show_default=True, help="Frames per clip (from the start).")
+@click.option("--gop", type=int, default=None, help="Intra period for every codec [default: frames].")
+@click.option("--rates", default="0,1,2,3", show_default=True, help="svcodec rate points ('' = skip svcodec).")
+@click.option("--qps", default="22,27,32,37", show_default=True, help="Anchor QPs.")
+@click.option("--anchors", "anchor_names", default="x265,x265-intra,x264,sbs", show_default=True,
+              help=f"Classical anchors among {','.join(anc.ANCHORS)} ('' = none).")
+@click.option("--anchor-json", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder of <clip>.json anchors measured elsewhere (e.g. ../shared/anchors); plotted and tabled as ref:*.")
+@click.option("--mvhevc-cmd", default=None,
+              help="External MV-HEVC encoder command; placeholders {left} {right} {out} {qp} {gop} {w} {h} {frames} {fps}.")
+@click.option("--device", default="cpu", show_default=True, help="Device for svcodec.")
+@click.option("--fps", default=30, show_default=True, help="Nominal frame rate passed to encoders.")
+@click.option("--no-msssim", is_flag=True, help="Skip MS-SSIM (faster).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench_out"), show_default=True)
+def bench_command(data, pairs, frames, gop, rates, qps, anchor_names, anchor_json, mvhevc_cmd, device, fps,
+                  no_msssim, out):
+    """Rate-distortion benchmark: svcodec vs x265/x264 anchors on stereo clips."""
+    clips = find_clips(data, pairs)
+    if not clips:
+        raise click.UsageError("no clips: give --data (folder with left/ and right/) or --pair")
+    rate_list, qp_list = _rates(rates), _ints(qps)
+    names = [a.strip() for a in anchor_names.split(",") if a.strip()]
+    unknown = [a for a in names if a not in anc.ANCHORS]
+    if unknown:
+        raise click.UsageError(f"unknown anchors {unknown}; choose from {list(anc.ANCHORS)}")
+    fps_f = Fraction(fps)
+    notes = []
+
+    if rate_list:
+        try:
+            from svcodec.codec.api import decode_file, encode_frames  # noqa: F401
+        except ImportError as e:
+            notes.append(f"svcodec skipped: cannot import svcodec.codec.api ({e})")
+            console.print(f"[yellow]{notes[-1]}")
+            rate_list = []
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows, clip_meta = [], {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        n_jobs = len(clips) * (len(rate_list) + len(qp_list) * (len(names) + bool(mvhevc_cmd)))
+        task = progress.add_task("bench", total=n_jobs)
+        for clip, ldir, rdir in clips:
+            left, right = load_views(ldir, rdir, frames)
+            g = gop or len(left)
+            h, w = left[0].shape[:2]
+            ceiling = float(np.mean([psnr_rgb(f, anc.yuv420_to_rgb(*anc.rgb_to_yuv420(f))) for f in left + right]))
+            clip_meta[clip] = {"W": w, "H": h, "frames": len(left), "gop": g, "left": str(ldir), "right": str(rdir),
+                               "colour_only_psnr_ceiling": ceiling}
+
+            # Anchors first: their memory peaks are then not inflated by a loaded neural model.
+            jobs = [(a, q, lambda a=a, q=q: anc.run_anchor(a, left, right, q, g, fps_f)) for a in names for q in qp_list]
+            if mvhevc_cmd:
+                jobs += [("mvhevc-ext", q, lambda q=q: anc.run_mvhevc_cmd(mvhevc_cmd, left, right, q, g, fps_f))
+                         for q in qp_list]
+            jobs += [("svcodec", r, lambda r=r: _our_codec(left, right, r, g, fps_f, device)) for r in rate_list]
+            for codec, q, fn in jobs:
+                progress.update(task, description=f"{clip} {codec} {q}")
+                try:
+                    r = measure_point(fn, left, right, msssim=not no_msssim)
+                except Exception as e:  # one broken point must not lose the whole run
+                    notes.append(f"{clip} {codec} {q} failed: {type(e).__name__}: {e}")
+                    console.print(f"[red]{notes[-1]}")
+                else:
+                    rows.append({"clip": clip, "codec": codec, "q": q, "gop": g, "source": "measured", **r})
+                progress.advance(task)
+            rows += reference_rows(anchor_json, clip)
+            plot_rd(out / f"rd_{clip}.png", clip, [r for r in rows if r["clip"] == clip])
+
+    bd = bd_table(rows)
+    meta = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in click.get_current_context().params.items()},
+        "frames": frames,
+        "gop": gop or "= frames",
+        "fps": fps,
+        "clips": clip_meta,
+        "method": "RGB -> YCbCr BT.601 limited -> 4:2:0 (2x2 mean) -> encoder -> decoder -> bilinear chroma "
+                  "upsampling -> RGB for anchors; metrics vs source RGB for every codec",
+        "timing": "wall clock of RGB in -> bitstream and bitstream -> RGB out, in-process (no start-up)",
+        "peak_rss": PEAK_RSS_METHOD,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "versions": _versions(),
+        "anchor_settings": {a: anc.encoder_options(anc.ANCHORS[a], "Q", "G") for a in names},
+        "notes": notes,
+    }
+    write_json(out / "bench.json", meta, rows, bd)
+    (out / "bench.md").write_text(markdown(meta, rows, bd))
+    console.print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, rd_<clip>.png")
+    for b in bd:
+        console.print(f"  {b['clip']}: {b['codec']} vs {b['anchor']}: BD-rate {b['bd_rate_psnr']:+.1f}%")
+
+
+def _versions() -> dict:
+    import av
+
+    v = {"pyav": av.__version__, "libavcodec": ".".join(map(str, av.library_versions["libavcodec"]))}
+    try:
+        import torch
+
+        v["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return v
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point without click's sys.exit, for `python -m svcodec.bench.run` and embedding."""
+    try:
+        bench_command.main(args=argv, prog_name="svc bench", standalone_mode=False)
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
