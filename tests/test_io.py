@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_video
 from svcodec.errors import InputError
 from svcodec.io import FORMATS, StereoWriter, default_output_name, open_stereo, output_paths
 
@@ -17,24 +18,6 @@ W, H, N = 64, 48, 5
 def clip(seed=0, n=N, w=W, h=H):
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
-
-
-def write_video(path, frames, *, fps=30, codec="ffv1", grey=False):
-    """Lossless clip: FFV1 (bgr0/gray) in .mkv, libx264rgb -qp 0 in .mp4."""
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(codec, rate=Fraction(fps))
-        s.width, s.height = frames[0].shape[1], frames[0].shape[0]
-        if codec == "libx264rgb":
-            s.pix_fmt, s.options = "rgb24", {"qp": "0"}
-        else:
-            s.pix_fmt = "gray" if grey else "bgr0"
-        for a in frames:
-            f = av.VideoFrame.from_ndarray(a[:, :, 0] if grey else a, format="gray" if grey else "rgb24")
-            for p in s.encode(f if grey or codec != "ffv1" else f.reformat(format="bgr0")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return str(path)
 
 
 def write_pngs(folder, frames, ext="png", grey=False):
