@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..nn.elic import ElicConfig, ElicIntraCodec
+from ..nn.elic import PAPER, SMALL, ElicConfig, ElicIntraCodec
 from .data import DEFAULT_DATA, CropSampler, training_groups
 
 LAMBDAS = (256.0, 512.0, 1024.0, 2048.0)
@@ -48,6 +48,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", type=Path, required=True)
     ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--config", choices=["small", "paper"], default="small",
+                    help="network size for a new run (a resumed run keeps its checkpoint's)")
     ap.add_argument("--hours", type=float, default=1.0, help="wall-clock budget of this run")
     ap.add_argument("--steps", type=int, default=10**9, help="stop at this total step count")
     ap.add_argument("--batch", type=int, default=8)
@@ -60,7 +62,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
 
     state = torch.load(args.ckpt, map_location="cpu") if args.ckpt.exists() else None
-    cfg = ElicConfig(**state["config"]) if state else ElicConfig()
+    cfg = ElicConfig(**state["config"]) if state else {"small": SMALL, "paper": PAPER}[args.config]
     model = ElicIntraCodec(cfg).to(args.device)
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
