@@ -377,3 +377,18 @@ def test_output_names():
     assert default_output_name("d/clip.svc", "sbs-mkv") == "d/clip_sbs.mkv"
     assert default_output_name("d/clip.svc", "png") == "d/clip_png"
     assert default_output_name("d/clip.svc", "sbs-png") == "d/clip_sbs_png"
+
+
+def test_outputs_get_umask_permissions(tmp_path):
+    frame = np.zeros((8, 8, 3), np.uint8)
+    old = os.umask(0o022)
+    try:
+        for fmt in ("mkv", "png"):
+            out = str(tmp_path / f"o_{fmt}")
+            with StereoWriter(out, fmt=fmt, width=8, height=8, fps=Fraction(30)) as w:
+                w.write(frame, frame)
+            for path in output_paths(out, fmt):
+                mode = os.stat(path).st_mode & 0o777
+                assert mode == (0o755 if os.path.isdir(path) else 0o644), (path, oct(mode))
+    finally:
+        os.umask(old)

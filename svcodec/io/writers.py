@@ -181,6 +181,10 @@ class StereoWriter:
         if isinstance(made, tuple):  # mkstemp gives (fd, path)
             os.close(made[0])
             made = made[1]
+        # mkstemp/mkdtemp create private (0600/0700) entries; outputs get the usual umask modes
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(made, (0o777 if os.path.isdir(made) else 0o666) & ~umask)
         self._temps.append((made, final))
         return made
 

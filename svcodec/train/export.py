@@ -58,7 +58,7 @@ def export(ckpt: Path, out: Path, note: str = "", data: str = DEFAULT_DATA) -> d
             "hours": round(state["seconds"] / 3600, 3),
             "batch": state["batch"],
             "crop": state["crop"],
-            "optimizer": "Adam, lr 1e-4, grad-norm clip 1.0",
+            "optimizer": "Adam, grad-norm clip 1.0 (learning-rate schedule: see note)",
             "data": "shared/data: stereo_video/*, mono_video/*, stereo_pairs/* (random crops, flips, 2x downscale); "
                     "the evaluation clips in shared/data/stereo/ are not used",
             "hardware": "2-core CPU",
