@@ -55,6 +55,7 @@ def export(ckpt: Path, out: Path, note: str = "", data: str = DEFAULT_DATA) -> d
                         for i, lam in enumerate(state["lambdas"])},
         "training": {
             "steps": state["step"],
+            "initialised_from": state.get("init"),  # steps then count from those weights
             "hours": round(state["seconds"] / 3600, 3),
             "batch": state["batch"],
             "crop": state["crop"],

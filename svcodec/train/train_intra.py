@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..nn.elic import PAPER, SMALL, ElicConfig, ElicIntraCodec
+from ..zoo import load_intra
 from .data import DEFAULT_DATA, CropSampler, training_groups
 
 LAMBDAS = (256.0, 512.0, 1024.0, 2048.0)
@@ -50,6 +51,9 @@ def main(argv=None) -> None:
     ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--config", choices=["small", "paper"], default="small",
                     help="network size for a new run (a resumed run keeps its checkpoint's)")
+    ap.add_argument("--init", default=None,
+                    help="start a new run from shipped weights (name or .safetensors), e.g. to keep "
+                         "training elic_small_vr without its checkpoint; the optimizer starts fresh")
     ap.add_argument("--hours", type=float, default=1.0, help="wall-clock budget of this run")
     ap.add_argument("--steps", type=int, default=10**9, help="stop at this total step count")
     ap.add_argument("--batch", type=int, default=8)
@@ -62,8 +66,15 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
 
     state = torch.load(args.ckpt, map_location="cpu") if args.ckpt.exists() else None
-    cfg = ElicConfig(**state["config"]) if state else {"small": SMALL, "paper": PAPER}[args.config]
-    model = ElicIntraCodec(cfg).to(args.device)
+    init = load_intra(args.init).model if (args.init and not state) else None
+    if state:
+        cfg = ElicConfig(**state["config"])
+    else:
+        cfg = init.cfg if init else {"small": SMALL, "paper": PAPER}[args.config]
+    model = ElicIntraCodec(cfg)
+    if init:
+        model.load_state_dict(init.state_dict())
+    model.to(args.device)
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=args.lr)
@@ -87,7 +98,8 @@ def main(argv=None) -> None:
         save_atomic(
             {"config": cfg.to_dict(), "model": model.state_dict(), "opt": opt.state_dict(),
              "aux_opt": aux_opt.state_dict(), "step": step, "seconds": seconds,
-             "lambdas": LAMBDAS, "crop": args.crop, "batch": args.batch, "data": str(args.data)},
+             "lambdas": LAMBDAS, "crop": args.crop, "batch": args.batch, "data": str(args.data),
+             "init": (state or {}).get("init") or args.init},
             args.ckpt,
         )
 
