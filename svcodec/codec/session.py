@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..bench.metrics import psnr_rgb
 from ..container import AccessUnit, Colour, FrameType, SequenceHeader, SvcReader, SvcWriter, frame_crc32
 from ..errors import BitstreamError, InputError, ModelError
 from ..zoo import LoadedIntra, load_intra
@@ -96,11 +97,6 @@ class EncodeReport:
         return float(np.mean(vals)) if vals else float("nan")
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
-
-
 def encode_pairs(
     pairs: Iterable[tuple[np.ndarray, np.ndarray]],
     out_path: str | Path,
@@ -145,7 +141,7 @@ def encode_pairs(
             gop_units.append(au)
             sizes = [sum(len(s.data) for s in res.substreams if s.view == v) for v in (0, 1)]
             stats = FrameStats(index, "I", au.payload_bytes(), sizes[0], sizes[1], res.est_bits,
-                               _psnr(left, rec_l), _psnr(right, rec_r))
+                               psnr_rgb(left, rec_l), psnr_rgb(right, rec_r))
             report.per_frame.append(stats)
             report.payload_bytes += au.payload_bytes()
             report.est_bits += res.est_bits
