@@ -196,3 +196,17 @@ def test_external_mvhevc_command_plumbing(tmp_path):
     # Views come back in the right order: each decoded view is closest to its own source.
     assert psnr_rgb(left[1], dec_l[1]) > psnr_rgb(right[1], dec_l[1]) + 3
     assert psnr_rgb(right[2], dec_r[2]) > psnr_rgb(left[2], dec_r[2]) + 3
+
+
+def test_intra_only_codec_is_also_compared_with_all_intra_x265():
+    from svcodec.bench.run import bd_table
+
+    def pts(codec, scale):
+        return [{"clip": "c", "codec": codec, "bpp": b * scale, "psnr_rgb": p, "msssim_rgb": 0.9 + p / 1000,
+                 "frames": 4} for b, p in ((0.1, 30), (0.2, 33), (0.4, 36), (0.8, 39))]
+
+    rows = pts("x265", 1) + pts("x265-intra", 2) + pts("svcodec", 4) + pts("x264", 1.1)
+    pairs = {(b["codec"], b["anchor"]): b["bd_rate_psnr"] for b in bd_table(rows)}
+    assert pairs[("svcodec", "x265-intra")] == pytest.approx(100.0, abs=0.5)
+    assert pairs[("svcodec", "x265")] == pytest.approx(300.0, abs=1.0)
+    assert ("x264", "x265-intra") not in pairs

@@ -177,9 +177,27 @@ def _msssim_db(m: float) -> float:
     return -10 * math.log10(1 - m) if m is not None and 0 <= m < 1 else math.nan
 
 
+# svcodec codes every frame as an I-frame in this release, so it is also compared with the
+# like-for-like anchor: x265 all-intra.
+INTRA_ONLY = {"svcodec": "x265-intra"}
+
+
+def _bd_row(clip: str, codec: str, pts: list[dict], anchor: str, a: list[dict]) -> dict:
+    return {
+        "clip": clip,
+        "codec": codec,
+        "anchor": anchor,
+        "bd_rate_psnr": bd_rate([p["bpp"] for p in a], [p["psnr_rgb"] for p in a],
+                                [p["bpp"] for p in pts], [p["psnr_rgb"] for p in pts]),
+        "bd_rate_msssim_db": bd_rate([p["bpp"] for p in a], [_msssim_db(p["msssim_rgb"]) for p in a],
+                                     [p["bpp"] for p in pts], [_msssim_db(p["msssim_rgb"]) for p in pts]),
+    }
+
+
 def bd_table(rows: list[dict]) -> list[dict]:
     """Each codec against x265 per view: measured codecs vs our x265 run (or the reference x265
-    when it was not run and the frame count matches), reference codecs vs the reference x265."""
+    when it was not run and the frame count matches), reference codecs vs the reference x265;
+    intra-only codecs also against x265 all-intra."""
     out = []
     for clip in dict.fromkeys(r["clip"] for r in rows):
         crow = [r for r in rows if r["clip"] == clip]
@@ -193,18 +211,10 @@ def bd_table(rows: list[dict]) -> list[dict]:
                 continue
             if not ref and anchor.startswith(REF_PREFIX) and by[anchor][0]["frames"] != pts[0]["frames"]:
                 continue
-            a = by[anchor]
-            out.append(
-                {
-                    "clip": clip,
-                    "codec": codec,
-                    "anchor": anchor,
-                    "bd_rate_psnr": bd_rate([p["bpp"] for p in a], [p["psnr_rgb"] for p in a],
-                                            [p["bpp"] for p in pts], [p["psnr_rgb"] for p in pts]),
-                    "bd_rate_msssim_db": bd_rate([p["bpp"] for p in a], [_msssim_db(p["msssim_rgb"]) for p in a],
-                                                 [p["bpp"] for p in pts], [_msssim_db(p["msssim_rgb"]) for p in pts]),
-                }
-            )
+            out.append(_bd_row(clip, codec, pts, anchor, by[anchor]))
+            intra = INTRA_ONLY.get(codec)
+            if intra in by:
+                out.append(_bd_row(clip, codec, pts, intra, by[intra]))
     return out
 
 
