@@ -68,11 +68,6 @@ def load_intra(name_or_path: str | None = None, device: str = "cpu") -> LoadedIn
     return LoadedIntra(model, tables_from_counts(lows, counts), model_id_of_file(path), path.stem, path)
 
 
-def tables_for(model: ElicIntraCodec) -> tuple[SymbolTable, ...]:
-    """Tables computed from a model in memory (tests and freshly trained models)."""
-    return tables_from_counts(*factorized_counts(model.entropy_bottleneck, model.z_medians()))
-
-
 _Q8, _SCALE = ".q8", ".q8scale"
 FORMAT = "svcodec-intra-1"
 
