@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..bench.metrics import psnr_rgb
+from ..metrics import psnr_rgb
 from ..container import AccessUnit, Colour, FrameType, SequenceHeader, SvcReader, SvcWriter, frame_crc32
 from ..errors import BitstreamError, InputError, ModelError
 from ..zoo import LoadedIntra, load_intra

@@ -20,7 +20,7 @@ import torch
 from compressai.entropy_models import EntropyBottleneck
 from torch import nn
 
-from .layers import conv, deconv, ResidualBottleneck, checkerboard_mask, CheckerboardContext
+from .layers import conv, deconv, rate_gain, ResidualBottleneck, checkerboard_mask, CheckerboardContext
 
 # Smallest Gaussian scale the model may predict; the entropy coder's scale table starts here too.
 SCALE_MIN = 0.11
@@ -108,12 +108,7 @@ class ElicIntraCodec(nn.Module):
     def gain(self, rate: torch.Tensor | float) -> torch.Tensor:
         """Channel gains (B, M, 1, 1) for rate(s) in [0, num_rates-1]; fractional rates
         interpolate the log-gains linearly, which is how one model serves any rate."""
-        rate = torch.as_tensor(rate, dtype=torch.float32, device=self.log_gain.device).reshape(-1)
-        rate = rate.clamp(0, self.cfg.num_rates - 1)
-        lo = rate.floor().long().clamp(max=self.cfg.num_rates - 2)
-        t = (rate - lo.float()).unsqueeze(1)
-        lg = self.log_gain[lo] * (1 - t) + self.log_gain[lo + 1] * t
-        return lg.exp()[:, :, None, None]
+        return rate_gain(self.log_gain, rate)
 
     # -- transforms shared by training, encoder and decoder ------------------------------
     def analysis(self, x: torch.Tensor, rate) -> torch.Tensor:

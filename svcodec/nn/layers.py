@@ -50,3 +50,52 @@ class CheckerboardContext(nn.Module):
 
     def forward(self, anchors: torch.Tensor) -> torch.Tensor:
         return self.conv(anchors)
+
+
+def rate_gain(log_gain: torch.Tensor, rate: torch.Tensor | float) -> torch.Tensor:
+    """Gain unit: channel gains (B, C, 1, 1) for rate(s) in [0, R-1] from log-gains (R, C).
+    Fractional rates interpolate the log-gains linearly, which is how one model serves any
+    rate between its trained points."""
+    num_rates = log_gain.shape[0]
+    rate = torch.as_tensor(rate, dtype=torch.float32, device=log_gain.device).reshape(-1)
+    rate = rate.clamp(0, num_rates - 1)
+    lo = rate.floor().long().clamp(max=num_rates - 2)
+    t = (rate - lo.float()).unsqueeze(1)
+    lg = log_gain[lo] * (1 - t) + log_gain[lo + 1] * t
+    return lg.exp()[:, :, None, None]
+
+
+class ResBlock(nn.Module):
+    """3x3 conv, leaky ReLU, 3x3 conv, identity shortcut (DCVC's residual block)."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(ch, ch, 3, padding=1), nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(ch, ch, 3, padding=1),
+        )
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class DepthConvBlock(nn.Module):
+    """DCVC-DC's depth-wise convolution block: 1x1 in, depth-wise 3x3, 1x1 (shortcut), then a
+    1x1 feed-forward (shortcut). Cheap per pixel, wide receptive field over channels; HDC-EM
+    uses it to turn its priors into a mean and a scale."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.adapt = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+        self.dw = nn.Sequential(
+            nn.Conv2d(cout, cout, 1), nn.LeakyReLU(0.01, inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, groups=cout), nn.LeakyReLU(0.01, inplace=True),
+            nn.Conv2d(cout, cout, 1),
+        )
+        self.ffn = nn.Sequential(
+            nn.Conv2d(cout, cout * 2, 1), nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(cout * 2, cout, 1),
+        )
+
+    def forward(self, x):
+        x = self.adapt(x)
+        x = x + self.dw(x)
+        return x + self.ffn(x)

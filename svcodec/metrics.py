@@ -1,5 +1,8 @@
 """Quality metrics computed on RGB, the space every codec in the benchmark is judged in.
 
+They live below both the codec loop (per-frame PSNR in encode reports) and the benchmark, so
+neither imports the other.
+
 All functions take HxWx3 uint8 RGB arrays, so the neural codec and the classical anchors
 go through exactly the same code.
 """
@@ -9,7 +12,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.ndimage import correlate1d
 
 # Standard MS-SSIM weights (Wang et al. 2003), finest scale first.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -44,6 +46,8 @@ def _ssim_cs(x: np.ndarray, y: np.ndarray, win: np.ndarray) -> tuple[np.ndarray,
     r = len(win) // 2
 
     def filt(t):
+        from scipy.ndimage import correlate1d  # only MS-SSIM needs scipy
+
         t = correlate1d(correlate1d(t, win, axis=2), win, axis=1)
         return t[:, r : t.shape[1] - r, r : t.shape[2] - r]
 
