@@ -7,7 +7,7 @@ import pytest
 
 from svcodec.bench import anchors
 from svcodec.bench.bdrate import bd_rate
-from svcodec.bench.metrics import PSNR_MAX, ms_ssim_rgb, ms_ssim_scales, psnr_rgb
+from svcodec.metrics import PSNR_MAX, ms_ssim_rgb, ms_ssim_scales, psnr_rgb
 
 
 def _img(h=64, w=64, seed=0):
@@ -83,6 +83,28 @@ def test_flat_colour_roundtrip_is_exact_to_rounding():
     assert np.abs(anchors.yuv420_to_rgb(*anchors.rgb_to_yuv420(a)).astype(int) - a).max() <= 2
 
 
+def test_444_colour_roundtrip_keeps_chroma_detail():
+    a = _img()
+    planes = anchors.rgb_to_yuv444(a)
+    assert all(p.shape == a.shape[:2] and p.dtype == np.uint8 for p in planes)
+    assert psnr_rgb(a, anchors.yuv444_to_rgb(*planes)) > psnr_rgb(a, anchors.yuv420_to_rgb(*anchors.rgb_to_yuv420(a))) + 5
+
+
+def test_x265_444_anchor_beats_420_in_rgb_psnr_at_equal_qp():
+    left = [_img(seed=i) for i in range(2)]
+    right = [_img(seed=10 + i) for i in range(2)]
+
+    def psnr(name):
+        r = anchors.run_anchor(name, left, right, qp=22, gop=2)
+        dec_l, dec_r = r["decoded"]
+        assert len(dec_l) == len(dec_r) == 2 and dec_l[0].shape == left[0].shape
+        return np.mean([psnr_rgb(a, b) for a, b in zip(left + right, dec_l + dec_r)])
+
+    assert anchors.encoder_options(anchors.ANCHORS["x265-444"], 22, 2) == anchors.encoder_options(
+        anchors.ANCHORS["x265"], 22, 2)  # same QP and GOP settings: only the chroma format differs
+    assert psnr("x265-444") > psnr("x265") + 1
+
+
 def test_info_sei_detection():
     # HEVC prefix SEI (type 39) carrying user_data_unregistered (payload 5), then a VPS NAL.
     sei = b"\x00\x00\x00\x01" + bytes([39 << 1, 1, 5, 3, 1, 2, 3, 0x80])
@@ -117,19 +139,80 @@ def test_driver_end_to_end_on_synthetic_clip(tmp_path):
             Image.fromarray(_img(seed=off + i)).save(clip / view / f"{i:04d}.png")
     out = tmp_path / "out"
     argv = ["--data", str(tmp_path / "data"), "--frames", "3", "--rates", "", "--qps", "27,32,37",
-            "--anchors", "x265,sbs", "--out", str(out)]
+            "--anchors", "x265,sbs,x265-444", "--out", str(out)]
     assert main(argv) == 0
     res = json.loads((out / "bench.json").read_text())
-    assert {r["codec"] for r in res["results"]} == {"x265", "sbs"}
+    assert {r["codec"] for r in res["results"]} == {"x265", "sbs", "x265-444"}
     assert all(r["bpp"] > 0 and r["frames"] == 3 for r in res["results"])
-    assert [b["codec"] for b in res["bd_rate"]] == ["sbs"]
+    assert [b["codec"] for b in res["bd_rate"]] == ["sbs", "x265-444"]
+    ceilings = res["meta"]["clips"]["synth"]
+    assert ceilings["colour_only_psnr_ceiling_444"] > ceilings["colour_only_psnr_ceiling"]
     assert (out / "rd_synth.png").stat().st_size > 0
     assert "| synth | x265 | 32 |" in (out / "bench.md").read_text()
 
 
-def test_driver_measures_our_codec_through_the_api(tmp_path, monkeypatch):
-    """A stand-in codec API (lossless .npz) checks bits = file size and the shared metric path."""
+def _write_fake_svc(left, right, out_path, rate, gop, motion_bytes=7):
+    """A real .svc container whose 'codec' stores raw frames: I access units carry each view's
+    pixels as texture; P access units add a motion substream of `motion_bytes` per view."""
+    from svcodec.container import (AccessUnit, FrameType, SequenceHeader, Substream, SubstreamKind,
+                                   SvcWriter, frame_crc32)
+
+    h, w = left[0].shape[:2]
+    seq = SequenceHeader(width=w, height=h, fps_num=30, fps_den=1, gop_size=gop, model_id=bytes(16),
+                         model_name="raw", rate=float(rate))
+    with SvcWriter(out_path, seq) as writer:
+        for start in range(0, len(left), gop):
+            aus = []
+            for i in range(start, min(start + gop, len(left))):
+                ftype = FrameType.I if i == start else FrameType.P
+                subs = []
+                for view, frame in ((0, left[i]), (1, right[i])):
+                    if ftype == FrameType.P:
+                        subs.append(Substream(view, SubstreamKind.MOTION_LATENT, 1, bytes(motion_bytes)))
+                    subs.append(Substream(view, SubstreamKind.TEXTURE_LATENT, 1, frame.tobytes()))
+                aus.append(AccessUnit(i, ftype, frame_crc32(left[i], right[i]), subs))
+            writer.write_gop(aus)
+
+
+def _read_fake_svc(path):
+    from svcodec.container import SubstreamKind, SvcReader
+
+    reader = SvcReader(path)
+    h, w = reader.sequence.height, reader.sequence.width
+    views = ([], [])
+    for _, aus in reader:
+        for au in aus:
+            for s in au.substreams:
+                if s.kind == SubstreamKind.TEXTURE_LATENT:
+                    views[s.view].append(np.frombuffer(s.data, np.uint8).reshape(h, w, 3))
+    return views
+
+
+def test_bit_allocation_counts_every_byte_of_the_file(tmp_path):
+    import os
+
+    from svcodec.bench.bitshare import bit_allocation
+
+    left = [_img(16, 24, seed=i) for i in range(5)]
+    right = [_img(16, 24, seed=10 + i) for i in range(5)]
+    path = tmp_path / "x.svc"
+    _write_fake_svc(left, right, path, rate=1, gop=3, motion_bytes=11)  # GOPs: I P P | I P
+    a = bit_allocation(path)
+    frame_bytes = 16 * 24 * 3
+    assert a["frames"] == {"I": 2, "P": 3}
+    assert a["bytes"]["i_frames"] == 2 * 2 * frame_bytes
+    assert a["bytes"]["motion"] == 3 * 2 * 11
+    assert a["bytes"]["context"] == 3 * 2 * frame_bytes
+    assert a["bytes"]["overhead"] > 0
+    assert sum(a["bytes"].values()) == os.path.getsize(path)
+    assert sum(a["share"].values()) == pytest.approx(1.0)
+
+
+def test_driver_measures_both_svcodec_variants_through_the_api(tmp_path, monkeypatch):
+    """A stand-in codec API (raw frames in a real .svc container) checks bits = file size, the
+    shared metric path, the GOP each variant is coded with, the bit allocation and timings."""
     import json
+    import os
     import sys
     import types
     from fractions import Fraction
@@ -139,29 +222,76 @@ def test_driver_measures_our_codec_through_the_api(tmp_path, monkeypatch):
     from svcodec.bench.run import main
 
     def encode_frames(left, right, out_path, rate, gop, fps=Fraction(30), device="cpu"):
-        with open(out_path, "wb") as f:  # file object: np.savez must not append ".npz"
-            np.savez(f, left=np.stack(left), right=np.stack(right))
-        import os
-
-        return types.SimpleNamespace(bytes=os.path.getsize(out_path), frames=len(left), enc_seconds=0.0)
+        _write_fake_svc(left, right, out_path, rate, gop)
+        # Only the GOP coder reports a time split, so both report paths are exercised.
+        timings = {"networks": 0.5, "motion_estimation": 0.25, "entropy_coding": 0.125} if gop > 1 else None
+        return types.SimpleNamespace(bytes=os.path.getsize(out_path), frames=len(left), enc_seconds=0.0,
+                                     timings=timings)
 
     def decode_file(path, device="cpu"):
-        d = np.load(path)
-        return list(d["left"]), list(d["right"])
+        return _read_fake_svc(path)
 
     monkeypatch.setitem(sys.modules, "svcodec.codec.api",
                         types.SimpleNamespace(encode_frames=encode_frames, decode_file=decode_file))
     clip = tmp_path / "clip"
     for view in ("left", "right"):
         (clip / view).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(_img(seed=i)).save(clip / view / f"{i:04d}.png")
+    out = tmp_path / "out"
+    assert main(["--data", str(clip), "--frames", "3", "--rates", "0,1", "--anchors", "", "--out", str(out)]) == 0
+    res = json.loads((out / "bench.json").read_text())
+    rows = res["results"]
+    assert [(r["codec"], r["q"], r["coded_gop"]) for r in rows] == [
+        ("svcodec", 0, 3), ("svcodec", 1, 3), ("svcodec-intra", 0, 1), ("svcodec-intra", 1, 1)]
+    assert rows[0]["psnr_rgb"] == 100.0 and rows[0]["msssim_rgb"] == pytest.approx(1.0)
+    assert rows[0]["bits"] == 8 * rows[0]["bytes_raw"] and rows[0]["bpp"] > 8  # lossless + container
+    gop_coded, intra = rows[0]["bit_allocation"], rows[2]["bit_allocation"]
+    assert gop_coded["frames"] == {"I": 1, "P": 2} and intra["frames"] == {"I": 3, "P": 0}
+    assert gop_coded["bytes"]["motion"] == 2 * 2 * 7 and intra["bytes"]["motion"] == 0
+    assert sum(gop_coded["bytes"].values()) == rows[0]["bytes_raw"]
+    assert rows[0]["enc_timings"] == {"networks": 0.5, "motion_estimation": 0.25, "entropy_coding": 0.125}
+    assert rows[2]["enc_timings"] is None
+    assert rows[0]["enc_fps"] > 0 and rows[0]["dec_fps"] > 0 and rows[0]["peak_rss_mb"] > 0
+    # Identical lossless curves: svcodec vs its intra variant is the one comparison, and it is
+    # not a number (two points at the same PSNR span no quality range).
+    assert [(b["codec"], b["anchor"]) for b in res["bd_rate"]] == [("svcodec", "svcodec-intra")]
+    assert res["bd_rate"][0]["bd_rate_psnr"] is None
+    md = (out / "bench.md").read_text()
+    assert "## svcodec: where the bits go" in md and "| clip | svcodec | 0 | 1 / 2 |" in md
+    assert "0.50 (" in md and "not reported" in md
+
+
+def test_driver_at_gop_1_runs_svcodec_once(tmp_path, monkeypatch):
+    import json
+    import os
+    import sys
+    import types
+
+    from PIL import Image
+
+    from svcodec.bench.run import main
+
+    gops = []
+
+    def encode_frames(left, right, out_path, rate, gop, **_):
+        gops.append(gop)
+        _write_fake_svc(left, right, out_path, rate, gop)
+        return types.SimpleNamespace(bytes=os.path.getsize(out_path))
+
+    monkeypatch.setitem(sys.modules, "svcodec.codec.api",
+                        types.SimpleNamespace(encode_frames=encode_frames, decode_file=lambda p, **_: _read_fake_svc(p)))
+    clip = tmp_path / "clip"
+    for view in ("left", "right"):
+        (clip / view).mkdir(parents=True)
         for i in range(2):
             Image.fromarray(_img(seed=i)).save(clip / view / f"{i:04d}.png")
     out = tmp_path / "out"
-    assert main(["--data", str(clip), "--frames", "2", "--rates", "0,1", "--anchors", "", "--out", str(out)]) == 0
+    argv = ["--data", str(clip), "--frames", "2", "--gop", "1", "--rates", "2", "--anchors", "", "--no-msssim",
+            "--out", str(out)]
+    assert main(argv) == 0
     rows = json.loads((out / "bench.json").read_text())["results"]
-    assert [r["codec"] for r in rows] == ["svcodec", "svcodec"]
-    assert rows[0]["psnr_rgb"] == 100.0 and rows[0]["msssim_rgb"] == pytest.approx(1.0)
-    assert rows[0]["bits"] == 8 * rows[0]["bytes_raw"] and rows[0]["bpp"] > 8  # lossless + npz header
+    assert gops == [1] and [r["codec"] for r in rows] == ["svcodec"]
 
 
 FAKE_MVHEVC = '''
@@ -198,15 +328,75 @@ def test_external_mvhevc_command_plumbing(tmp_path):
     assert psnr_rgb(right[2], dec_r[2]) > psnr_rgb(left[2], dec_r[2]) + 3
 
 
-def test_intra_only_codec_is_also_compared_with_all_intra_x265():
-    from svcodec.bench.run import bd_table
+def _curve(codec, scale=1.0, shift=0.0, clip="c", frames=4, gop=4):
+    """Four RD points; `scale` multiplies the rate, `shift` adds dB to PSNR (and to MS-SSIM in dB)."""
+    pts = []
+    for i, (bpp, psnr) in enumerate(((0.1, 30.0), (0.2, 33.0), (0.4, 36.0), (0.8, 39.0))):
+        msssim_db = psnr - 15 + shift  # 15..24 dB
+        pts.append({"clip": clip, "codec": codec, "q": i, "bpp": bpp * scale, "psnr_rgb": psnr + shift,
+                    "msssim_rgb": 1 - 10 ** (-msssim_db / 10), "frames": frames, "gop": gop})
+    return pts
 
-    def pts(codec, scale):
-        return [{"clip": "c", "codec": codec, "bpp": b * scale, "psnr_rgb": p, "msssim_rgb": 0.9 + p / 1000,
-                 "frames": 4} for b, p in ((0.1, 30), (0.2, 33), (0.4, 36), (0.8, 39))]
 
-    rows = pts("x265", 1) + pts("x265-intra", 2) + pts("svcodec", 4) + pts("x264", 1.1)
+def test_svcodec_variants_are_compared_with_every_anchor():
+    from svcodec.bench.compare import bd_table
+
+    rows = (_curve("x265") + _curve("x265-intra", 2) + _curve("sbs", 0.9) + _curve("x265-444", 0.8)
+            + _curve("svcodec", 4) + _curve("svcodec-intra", 8) + _curve("x264", 1.1)
+            + _curve("ref:x265") + _curve("ref:htm_ldp", 0.75) + _curve("ref:mvhevc", 0.95, frames=10))
     pairs = {(b["codec"], b["anchor"]): b["bd_rate_psnr"] for b in bd_table(rows)}
-    assert pairs[("svcodec", "x265-intra")] == pytest.approx(100.0, abs=0.5)
     assert pairs[("svcodec", "x265")] == pytest.approx(300.0, abs=1.0)
-    assert ("x264", "x265-intra") not in pairs
+    assert pairs[("svcodec", "x265-intra")] == pytest.approx(100.0, abs=0.5)
+    assert pairs[("svcodec", "sbs")] == pytest.approx(4 / 0.9 * 100 - 100, abs=1.0)
+    assert pairs[("svcodec", "x265-444")] == pytest.approx(400.0, abs=1.0)
+    assert pairs[("svcodec", "svcodec-intra")] == pytest.approx(-50.0, abs=0.5)
+    assert pairs[("svcodec", "ref:htm_ldp")] == pytest.approx(4 / 0.75 * 100 - 100, abs=1.0)
+    assert pairs[("svcodec-intra", "x265-intra")] == pytest.approx(300.0, abs=1.0)
+    assert pairs[("ref:htm_ldp", "ref:x265")] == pytest.approx(-25.0, abs=0.5)
+    # Measured on another frame count: not comparable, so not compared.
+    assert ("svcodec", "ref:mvhevc") not in pairs
+    assert ("x264", "x265-intra") not in pairs and ("x264", "x265") in pairs
+
+
+def test_bd_rate_needs_one_db_of_overlap():
+    from svcodec.bench.bdrate import NO_OVERLAP, NOT_COMPUTABLE, OK, TOO_FEW_POINTS, compare_curves
+
+    anchor = [(0.1, 30.0), (0.2, 33.0), (0.4, 36.0), (0.8, 39.0)]
+    shifted = lambda db: [(r, q + db) for r, q in anchor]  # noqa: E731
+    full = compare_curves(anchor, [(2 * r, q) for r, q in anchor])
+    assert full["status"] == OK and full["bd_rate"] == pytest.approx(100.0, abs=1e-6) and full["overlap_db"] == 9.0
+    edge = compare_curves(anchor, shifted(8.0))  # 39 - 38: exactly 1 dB in common
+    assert edge["status"] == OK and edge["overlap_db"] == pytest.approx(1.0) and edge["bd_rate"] < 0
+    thin = compare_curves(anchor, shifted(8.5))  # 0.5 dB in common
+    assert thin["status"] == NO_OVERLAP == "curves do not overlap" and thin["bd_rate"] is None
+    assert thin["overlap_db"] == pytest.approx(0.5)
+    assert thin["nearest"] == (3, 0)  # anchor's best (39 dB) and test's worst (38.5 dB) point
+    apart = compare_curves(anchor, [(r, q - 12.0) for r, q in anchor])  # test entirely below
+    assert apart["status"] == NO_OVERLAP and apart["overlap_db"] == pytest.approx(-3.0)
+    assert apart["nearest"] == (0, 3)
+    assert compare_curves(anchor, anchor[:1])["status"] == TOO_FEW_POINTS
+    flat = [(0.1, 30.0), (0.2, 33.0), (0.4, 33.0), (0.8, 39.0)]  # rate is not a function of quality
+    assert compare_curves(anchor, flat)["status"] == NOT_COMPUTABLE
+    # Unusable points (MS-SSIM of a lossless frame is +inf dB) are left out, not fatal.
+    assert compare_curves(anchor, anchor + [(1.6, math.inf)])["bd_rate"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_report_shows_nearest_points_instead_of_a_number():
+    from svcodec.bench.compare import bd_table
+    from svcodec.bench.report import markdown
+
+    rows = _curve("x265") + _curve("svcodec", 30, shift=-8.5)  # 0.5 dB PSNR overlap, 30x the rate
+    bd = bd_table(rows)
+    assert len(bd) == 1 and bd[0]["bd_rate_psnr"] is None and bd[0]["bd_rate_msssim_db"] is None
+    nearest = bd[0]["psnr"]["nearest"]
+    assert nearest["test"]["q"] == 3 and nearest["anchor"]["q"] == 0
+    assert nearest["test"]["quality"] == pytest.approx(30.5) and nearest["anchor"]["bpp"] == pytest.approx(0.1)
+    md = markdown({"frames": 4, "gop": 4}, rows, bd)
+    line = next(ln for ln in md.splitlines() if ln.startswith("| c | svcodec | x265 |"))
+    assert "curves do not overlap (0.50 dB in common)" in line
+    assert "svcodec 3: 24.0000 bpp, 30.50 dB vs x265 0: 0.1000 bpp, 30.00 dB" in line
+    assert "%" not in line
+    below = _curve("x265") + _curve("svcodec", 30, shift=-11)
+    assert "curves do not overlap (2.00 dB apart)" in markdown({"frames": 4, "gop": 4}, below, bd_table(below))
+    ok = markdown({"frames": 4, "gop": 4}, rows[:4] + _curve("svcodec", 2), bd_table(rows[:4] + _curve("svcodec", 2)))
+    assert "| c | svcodec | x265 | +100.0% (over 9.0 dB) |" in ok

@@ -41,3 +41,54 @@ def bd_rate(rate_anchor, psnr_anchor, rate_test, psnr_test) -> float:
         except (ValueError, AssertionError):
             return math.nan
     return float(val)
+
+
+# A BD-rate averages the rate gap over the quality interval both curves cover; over a sliver of
+# that interval it is an extrapolation of two curve ends, and can come out as any four-digit number.
+MIN_OVERLAP_DB = 1.0
+OK = "ok"
+NO_OVERLAP = "curves do not overlap"
+TOO_FEW_POINTS = "fewer than 2 points on a curve"
+NOT_COMPUTABLE = "not computable (a curve repeats a quality value)"
+
+
+def compare_curves(anchor: list[tuple[float, float]], test: list[tuple[float, float]],
+                   min_overlap_db: float = MIN_OVERLAP_DB) -> dict:
+    """BD-rate of `test` against `anchor` (each a list of (rate, quality in dB) points), reported
+    only where their quality ranges overlap by at least `min_overlap_db`.
+
+    Points with a missing or non-finite quality or a non-positive rate are left out (e.g.
+    MS-SSIM of a lossless frame). Returns a dict:
+      status      OK | NO_OVERLAP | TOO_FEW_POINTS | NOT_COMPUTABLE
+      bd_rate     percent (negative = test needs fewer bits), None unless status is OK
+      overlap_db  width of the common quality interval (negative = gap between the curves)
+      nearest     (anchor index, test index) of the two points closest in quality: where
+                  there is no number, these are what a reader can compare instead."""
+    def usable(points):
+        def ok(x):
+            return isinstance(x, (int, float)) and math.isfinite(x)
+
+        return [i for i, (r, q) in enumerate(points) if ok(r) and ok(q) and r > 0]
+
+    ia, it = usable(anchor), usable(test)
+    result = {"status": TOO_FEW_POINTS, "bd_rate": None, "overlap_db": None, "nearest": None}
+    if not ia or not it:
+        return result
+    qa, qt = [anchor[i][1] for i in ia], [test[i][1] for i in it]
+    result["overlap_db"] = min(max(qa), max(qt)) - max(min(qa), min(qt))
+    # Closest in quality first; among equals, closest in rate (log scale, as the BD integral).
+    result["nearest"] = min(
+        ((a, t) for a in ia for t in it),
+        key=lambda p: (abs(anchor[p[0]][1] - test[p[1]][1]), abs(math.log(anchor[p[0]][0] / test[p[1]][0]))),
+    )
+    if len(ia) < 2 or len(it) < 2:
+        return result
+    if result["overlap_db"] < min_overlap_db:
+        result["status"] = NO_OVERLAP
+        return result
+    val = bd_rate([anchor[i][0] for i in ia], qa, [test[i][0] for i in it], qt)
+    if math.isfinite(val):
+        result.update(status=OK, bd_rate=val)
+    else:
+        result["status"] = NOT_COMPUTABLE
+    return result

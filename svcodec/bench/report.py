@@ -11,7 +11,9 @@ import matplotlib
 matplotlib.use("Agg")  # headless: files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
-REF_PREFIX = "ref:"  # codecs read from --anchor-json (measured elsewhere)
+from .bdrate import MIN_OVERLAP_DB, OK  # noqa: E402
+from .bitshare import PARTS  # noqa: E402
+from .compare import REF_PREFIX  # noqa: E402
 
 
 def _clean(x):
@@ -76,38 +78,105 @@ def _pct(x) -> str:
     return s if s == "n/a" else s + "%"
 
 
+def _bd_cell(c: dict) -> str:
+    """A BD-rate where the curves overlap enough; otherwise why not, and the nearest points."""
+    if c["status"] == OK:
+        return f"{_pct(c['bd_rate'])} (over {c['overlap_db']:.1f} dB)"
+    text = c["status"]
+    if c["overlap_db"] is not None:
+        ov = c["overlap_db"]
+        text += f" ({ov:.2f} dB in common)" if ov >= 0 else f" ({-ov:.2f} dB apart)"
+    if c["nearest"]:
+        t, a = c["nearest"]["test"], c["nearest"]["anchor"]
+        text += "; nearest: " + " vs ".join(
+            f"{p['codec']} {p['q']}: {_f(p['bpp'], '.4f')} bpp, {_f(p['quality'], '.2f')} dB" for p in (t, a))
+    return text
+
+
+TIMING_ORDER = ("networks", "motion_estimation", "entropy_coding")
+
+
+def _svcodec_rows(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r.get("bit_allocation") or "enc_timings" in r]
+
+
+def _allocation_table(rows: list[dict]) -> list[str]:
+    lines = ["## svcodec: where the bits go", "",
+             "Read from each .svc file: I-frames = all substreams of I access units; motion and context = the "
+             "motion and texture substreams of P access units; container = headers, substream tables, CRCs, "
+             "index, trailer. Shares of the whole file.", "",
+             "| clip | codec | rate | I / P frames | bytes | I-frames | motion | context | container |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        a = r.get("bit_allocation")
+        if not a:
+            continue
+        shares = " | ".join(f"{100 * a['share'][k]:.1f}%" for k in PARTS)
+        lines.append(f"| {r['clip']} | {r['codec']} | {r['q']} | {a['frames']['I']} / {a['frames']['P']} | "
+                     f"{r['bytes_raw']} | {shares} |")
+    return lines
+
+
+def _speed_table(rows: list[dict]) -> list[str]:
+    keys = list(TIMING_ORDER)
+    for r in rows:
+        keys += [k for k in (r.get("enc_timings") or {}) if k not in keys]
+    lines = ["## svcodec: speed and memory", "",
+             "Stereo pairs per second, wall clock in the benchmark process (model loading included). Encoder time "
+             "split: seconds (share of the encode wall clock) as the encoder reports them; 'rest' = wall clock "
+             "minus the reported parts.", "",
+             "| clip | codec | rate | W x H | enc pairs/s | dec pairs/s | peak RSS MB (+delta) | "
+             + " | ".join(k.replace("_", " ") for k in keys) + " | rest |",
+             "|" + "---|" * (8 + len(keys))]
+    for r in rows:
+        t, enc = r.get("enc_timings"), r.get("enc_seconds")
+        if t and enc:
+            split = [f"{t[k]:.2f} ({100 * t[k] / enc:.0f}%)" if k in t else "n/a" for k in keys]
+            rest = enc - sum(t.values())
+            split.append(f"{rest:.2f} ({100 * rest / enc:.0f}%)")
+        else:
+            split = ["not reported"] * (len(keys) + 1)
+        lines.append(f"| {r['clip']} | {r['codec']} | {r['q']} | {r['W']} x {r['H']} | {_f(r.get('enc_fps'), '.3f')} | "
+                     f"{_f(r.get('dec_fps'), '.3f')} | {_mem(r)} | " + " | ".join(split) + " |")
+    return lines
+
+
 def markdown(meta: dict, rows: list[dict], bd: list[dict]) -> str:
     lines = ["# svcodec benchmark", ""]
     lines.append(
-        f"Frames per clip: {meta['frames']}, GOP {meta['gop']}. Peak RSS: see bench.json meta. Quality on RGB (BT.601 limited 4:2:0 "
-        "for the classical anchors, bilinear chroma upsampling). bpp = bits of both views / "
-        "(2·W·H·frames). fps = stereo frame pairs per second, wall clock, colour conversion "
-        f"included. Rows marked `{REF_PREFIX}` come from --anchor-json (measured elsewhere, "
-        "their own frame count)."
+        f"Frames per clip: {meta['frames']}, GOP {meta['gop']} (column GOP: the intra period each codec used; "
+        "`svcodec-intra` and `x265-intra*` code every frame as intra). Peak RSS: see bench.json meta. Quality on "
+        "RGB (BT.601 limited 4:2:0 for the classical anchors, bilinear chroma upsampling; `*-444` anchors: 4:4:4, "
+        "no subsampling). bpp = bits of both views / (2·W·H·frames). fps = stereo frame pairs per second, wall "
+        f"clock, colour conversion included. Rows marked `{REF_PREFIX}` come from --anchor-json (measured "
+        "elsewhere, their own frame count)."
     )
-    lines += ["", "| clip | codec | rate/QP | frames | bpp | RGB PSNR | MS-SSIM | enc fps | dec fps | peak RSS MB (+delta) |"]
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    lines += ["", "| clip | codec | rate/QP | frames | GOP | bpp | RGB PSNR | MS-SSIM | enc fps | dec fps | "
+                  "peak RSS MB (+delta) |"]
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for clip in dict.fromkeys(r["clip"] for r in rows):
         crow = [r for r in rows if r["clip"] == clip]
         for codec in codec_order(crow):
             for r in sorted((r for r in crow if r["codec"] == codec), key=lambda r: r["q"]):
                 lines.append(
-                    f"| {clip} | {codec} | {r['q']} | {r['frames']} | {_f(r['bpp'], '.5f')} | "
-                    f"{_f(r['psnr_rgb'], '.3f')} | {_f(r.get('msssim_rgb'), '.5f')} | "
-                    f"{_f(r.get('enc_fps'), '.1f')} | {_f(r.get('dec_fps'), '.1f')} | "
-                    f"{_mem(r)} |"
+                    f"| {clip} | {codec} | {r['q']} | {r['frames']} | {r.get('coded_gop', r.get('gop'))} | "
+                    f"{_f(r['bpp'], '.5f')} | {_f(r['psnr_rgb'], '.3f')} | {_f(r.get('msssim_rgb'), '.5f')} | "
+                    f"{_f(r.get('enc_fps'), '.1f')} | {_f(r.get('dec_fps'), '.1f')} | {_mem(r)} |"
                 )
-    lines += ["", "## BD-rate against x265 per view (low-delay P)", ""]
+    ours = _svcodec_rows(rows)
+    if ours:
+        lines += [""] + _allocation_table(ours) + [""] + _speed_table(ours)
+    lines += ["", "## BD-rate", ""]
     lines.append(
-        "PCHIP over log-rate; negative = fewer bits at equal quality; n/a = curves do not overlap. "
-        f"`{REF_PREFIX}` codecs are compared with `{REF_PREFIX}x265` from the same file."
+        "Test codec against anchor, PCHIP over log-rate; negative = fewer bits at equal quality. A number is given "
+        f"only where the two curves overlap over at least {MIN_OVERLAP_DB:g} dB of the metric (RGB PSNR, or "
+        "MS-SSIM in dB = -10·log10(1 - MS-SSIM)); elsewhere the cell says so and shows the two points closest in "
+        f"quality (test first). `{REF_PREFIX}` codecs are compared with `{REF_PREFIX}x265` from the same file."
     )
-    lines += ["", "| clip | codec | anchor | BD-rate (RGB PSNR) | BD-rate (MS-SSIM dB) |", "|---|---|---|---|---|"]
+    lines += ["", "| clip | codec | anchor | RGB PSNR | MS-SSIM (dB) |", "|---|---|---|---|---|"]
     for b in bd:
-        lines.append(
-            f"| {b['clip']} | {b['codec']} | {b['anchor']} | {_pct(b['bd_rate_psnr'])} | "
-            f"{_pct(b['bd_rate_msssim_db'])} |"
-        )
+        lines.append(f"| {b['clip']} | {b['codec']} | {b['anchor']} | "
+                     f"{_bd_cell(b['psnr'])} | {_bd_cell(b['msssim_db'])} |")
     if meta.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in meta["notes"]]
     return "\n".join(lines) + "\n"

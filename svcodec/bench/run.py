@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 import platform
 import resource
@@ -25,9 +24,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import anchors as anc
-from .bdrate import bd_rate
-from .metrics import measure_stereo, psnr_rgb
-from .report import REF_PREFIX, markdown, plot_rd, write_json
+from ..metrics import measure_stereo, psnr_rgb
+from .bitshare import bit_allocation
+from .bdrate import MIN_OVERLAP_DB
+from .compare import REF_PREFIX, bd_table
+from .report import markdown, plot_rd, write_json
 
 console = Console(stderr=True)
 IMAGE_EXT = (".webp", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -109,8 +110,12 @@ def _peak_rss_mb() -> float:
 
 # --- one codec point ----------------------------------------------------------------------
 
+# svcodec runs as two codecs: its GOP coder (I, P, P, ...) and all-intra, so the gain of its
+# P-frames is measured on the same frames, by the same build.
+SVCODEC, SVCODEC_INTRA = "svcodec", "svcodec-intra"
 
-def _our_codec(left, right, rate: int, gop: int, fps: Fraction, device: str) -> dict:
+
+def _our_codec(left, right, rate: float, gop: int, fps: Fraction, device: str) -> dict:
     from svcodec.codec.api import decode_file, encode_frames
 
     with tempfile.TemporaryDirectory(prefix="svc_bench_") as tmp:
@@ -119,17 +124,23 @@ def _our_codec(left, right, rate: int, gop: int, fps: Fraction, device: str) -> 
         rep = encode_frames(left, right, path, rate=rate, gop=gop, fps=fps, device=device)
         enc_s = time.perf_counter() - t0
         size = os.path.getsize(path)  # everything in the container counts
+        allocation = bit_allocation(path)
         t0 = time.perf_counter()
         dec_l, dec_r = decode_file(path, device=device)
         dec_s = time.perf_counter() - t0
     if getattr(rep, "bytes", size) != size:
         console.print(f"[yellow]encoder reported {rep.bytes} bytes, file has {size}; using the file size")
+    timings = getattr(rep, "timings", None)
     return {
         "bytes_raw": size,
         "bits": 8 * size,
         "enc_seconds": enc_s,
         "dec_seconds": dec_s,
         "enc_seconds_reported": getattr(rep, "enc_seconds", None),
+        # The encoder's own split of its time (networks, motion estimation, entropy coding), if it
+        # reports one; seconds, within enc_seconds.
+        "enc_timings": {k: float(v) for k, v in timings.items()} if timings else None,
+        "bit_allocation": allocation,
         "decoded": (list(dec_l), list(dec_r)),
     }
 
@@ -173,51 +184,6 @@ def reference_rows(anchor_dir: Path | None, clip: str) -> list[dict]:
     ]
 
 
-def _msssim_db(m: float) -> float:
-    return -10 * math.log10(1 - m) if m is not None and 0 <= m < 1 else math.nan
-
-
-# svcodec codes every frame as an I-frame in this release, so it is also compared with the
-# like-for-like anchor: x265 all-intra.
-INTRA_ONLY = {"svcodec": "x265-intra"}
-
-
-def _bd_row(clip: str, codec: str, pts: list[dict], anchor: str, a: list[dict]) -> dict:
-    return {
-        "clip": clip,
-        "codec": codec,
-        "anchor": anchor,
-        "bd_rate_psnr": bd_rate([p["bpp"] for p in a], [p["psnr_rgb"] for p in a],
-                                [p["bpp"] for p in pts], [p["psnr_rgb"] for p in pts]),
-        "bd_rate_msssim_db": bd_rate([p["bpp"] for p in a], [_msssim_db(p["msssim_rgb"]) for p in a],
-                                     [p["bpp"] for p in pts], [_msssim_db(p["msssim_rgb"]) for p in pts]),
-    }
-
-
-def bd_table(rows: list[dict]) -> list[dict]:
-    """Each codec against x265 per view: measured codecs vs our x265 run (or the reference x265
-    when it was not run and the frame count matches), reference codecs vs the reference x265;
-    intra-only codecs also against x265 all-intra."""
-    out = []
-    for clip in dict.fromkeys(r["clip"] for r in rows):
-        crow = [r for r in rows if r["clip"] == clip]
-        by = {}
-        for r in crow:
-            by.setdefault(r["codec"], []).append(r)
-        for codec, pts in by.items():
-            ref = codec.startswith(REF_PREFIX)
-            anchor = REF_PREFIX + "x265" if ref else ("x265" if "x265" in by else REF_PREFIX + "x265")
-            if codec == anchor or anchor not in by:
-                continue
-            if not ref and anchor.startswith(REF_PREFIX) and by[anchor][0]["frames"] != pts[0]["frames"]:
-                continue
-            out.append(_bd_row(clip, codec, pts, anchor, by[anchor]))
-            intra = INTRA_ONLY.get(codec)
-            if intra in by:
-                out.append(_bd_row(clip, codec, pts, intra, by[intra]))
-    return out
-
-
 # --- driver ---------------------------------------------------------------------------------
 
 
@@ -237,10 +203,13 @@ def _rates(s: str) -> list:
 @click.option("--pair", "pairs", nargs=2, multiple=True, type=click.Path(exists=True, file_okay=False),
               help="LEFT_DIR RIGHT_DIR of one clip (repeatable).")
 @click.option("--frames", default=32, show_default=True, help="Frames per clip (from the start).")
-@click.option("--gop", type=int, default=None, help="Intra period for every codec [default: frames].")
+@click.option("--gop", type=click.IntRange(min=1), default=None,
+              help="Intra period for every codec [default: frames]; all-intra codecs use 1.")
 @click.option("--rates", default="0,1,2,3", show_default=True, help="svcodec rate points ('' = skip svcodec).")
+@click.option("--svcodec-intra/--no-svcodec-intra", "with_intra", default=True, show_default=True,
+              help=f"Also run svcodec all-intra (GOP 1) at every rate point, as codec '{SVCODEC_INTRA}'.")
 @click.option("--qps", default="22,27,32,37", show_default=True, help="Anchor QPs.")
-@click.option("--anchors", "anchor_names", default="x265,x265-intra,x264,sbs", show_default=True,
+@click.option("--anchors", "anchor_names", default="x265,x265-intra,x264,sbs,x265-444", show_default=True,
               help=f"Classical anchors among {','.join(anc.ANCHORS)} ('' = none).")
 @click.option("--anchor-json", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder of <clip>.json anchors measured elsewhere (e.g. ../shared/anchors); plotted and tabled as ref:*.")
@@ -250,8 +219,8 @@ def _rates(s: str) -> list:
 @click.option("--fps", default=30, show_default=True, help="Nominal frame rate passed to encoders.")
 @click.option("--no-msssim", is_flag=True, help="Skip MS-SSIM (faster).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench_out"), show_default=True)
-def bench_command(data, pairs, frames, gop, rates, qps, anchor_names, anchor_json, mvhevc_cmd, device, fps,
-                  no_msssim, out):
+def bench_command(data, pairs, frames, gop, rates, with_intra, qps, anchor_names, anchor_json, mvhevc_cmd,
+                  device, fps, no_msssim, out):
     """Rate-distortion benchmark: svcodec vs x265/x264 anchors on stereo clips."""
     clips = find_clips(data, pairs)
     if not clips:
@@ -276,23 +245,30 @@ def bench_command(data, pairs, frames, gop, rates, qps, anchor_names, anchor_jso
     rows, clip_meta = [], {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
-        n_jobs = len(clips) * (len(rate_list) + len(qp_list) * (len(names) + bool(mvhevc_cmd)))
+        n_jobs = len(clips) * (len(rate_list) * (1 + with_intra) + len(qp_list) * (len(names) + bool(mvhevc_cmd)))
         task = progress.add_task("bench", total=n_jobs)
         for clip, ldir, rdir in clips:
             left, right = load_views(ldir, rdir, frames)
             g = gop or len(left)
             h, w = left[0].shape[:2]
-            ceiling = float(np.mean([psnr_rgb(f, anc.yuv420_to_rgb(*anc.rgb_to_yuv420(f))) for f in left + right]))
             clip_meta[clip] = {"W": w, "H": h, "frames": len(left), "gop": g, "left": str(ldir), "right": str(rdir),
-                               "colour_only_psnr_ceiling": ceiling}
+                               **_colour_ceilings(left + right)}
 
-            # Anchors first: their memory peaks are then not inflated by a loaded neural model.
-            jobs = [(a, q, lambda a=a, q=q: anc.run_anchor(a, left, right, q, g, fps_f)) for a in names for q in qp_list]
+            # (codec, rate or QP, GOP it codes with, job); anchors first: their memory peaks are
+            # then not inflated by a loaded neural model.
+            jobs = [(a, q, 1 if anc.ANCHORS[a].intra else g,
+                     lambda a=a, q=q: anc.run_anchor(a, left, right, q, g, fps_f))
+                    for a in names for q in qp_list]
             if mvhevc_cmd:
-                jobs += [("mvhevc-ext", q, lambda q=q: anc.run_mvhevc_cmd(mvhevc_cmd, left, right, q, g, fps_f))
+                jobs += [("mvhevc-ext", q, g, lambda q=q: anc.run_mvhevc_cmd(mvhevc_cmd, left, right, q, g, fps_f))
                          for q in qp_list]
-            jobs += [("svcodec", r, lambda r=r: _our_codec(left, right, r, g, fps_f, device)) for r in rate_list]
-            for codec, q, fn in jobs:
+            jobs += [(SVCODEC, r, g, lambda r=r: _our_codec(left, right, r, g, fps_f, device)) for r in rate_list]
+            if with_intra and g > 1:  # at GOP 1 'svcodec' is already all-intra
+                jobs += [(SVCODEC_INTRA, r, 1, lambda r=r: _our_codec(left, right, r, 1, fps_f, device))
+                         for r in rate_list]
+            elif with_intra and rate_list:
+                progress.advance(task, len(rate_list))
+            for codec, q, coded_gop, fn in jobs:
                 progress.update(task, description=f"{clip} {codec} {q}")
                 try:
                     r = measure_point(fn, left, right, msssim=not no_msssim)
@@ -300,7 +276,8 @@ def bench_command(data, pairs, frames, gop, rates, qps, anchor_names, anchor_jso
                     notes.append(f"{clip} {codec} {q} failed: {type(e).__name__}: {e}")
                     console.print(f"[red]{notes[-1]}")
                 else:
-                    rows.append({"clip": clip, "codec": codec, "q": q, "gop": g, "source": "measured", **r})
+                    rows.append({"clip": clip, "codec": codec, "q": q, "gop": g, "coded_gop": coded_gop,
+                                 "source": "measured", **r})
                 progress.advance(task)
             rows += reference_rows(anchor_json, clip)
             plot_rd(out / f"rd_{clip}.png", clip, [r for r in rows if r["clip"] == clip])
@@ -311,13 +288,22 @@ def bench_command(data, pairs, frames, gop, rates, qps, anchor_names, anchor_jso
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in click.get_current_context().params.items()},
         "frames": frames,
         "gop": gop or "= frames",
+        "gop_note": "gop = the run's GOP setting; coded_gop = the intra period a codec actually used "
+                    "(1 for x265-intra*, svcodec-intra)",
         "fps": fps,
         "clips": clip_meta,
         "method": "RGB -> YCbCr BT.601 limited -> 4:2:0 (2x2 mean) -> encoder -> decoder -> bilinear chroma "
-                  "upsampling -> RGB for anchors; metrics vs source RGB for every codec",
-        "timing": "wall clock of RGB in -> bitstream and bitstream -> RGB out, in-process (no start-up)",
+                  "upsampling -> RGB for anchors (the *-444 anchors: yuv444p, no subsampling); metrics vs "
+                  "source RGB for every codec",
+        "bd_rate": f"PCHIP over log-rate (bjontegaard package), reported only where the two curves overlap "
+                   f"over at least {MIN_OVERLAP_DB} dB of the metric; otherwise the nearest points",
+        "bit_allocation": "svcodec only, read from the .svc file: I-frames (all substreams of I access units), "
+                          "motion and context (texture) substreams of P access units, container overhead "
+                          "(headers, substream tables, CRCs, index, trailer)",
+        "timing": "wall clock of RGB in -> bitstream and bitstream -> RGB out, in-process (no start-up); "
+                  "enc_timings: the encoder's own split of its time, when it reports one",
         "peak_rss": PEAK_RSS_METHOD,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": _machine(device),
         "versions": _versions(),
         "anchor_settings": {a: anc.encoder_options(anc.ANCHORS[a], "Q", "G") for a in names},
         "notes": notes,
@@ -326,7 +312,31 @@ def bench_command(data, pairs, frames, gop, rates, qps, anchor_names, anchor_jso
     (out / "bench.md").write_text(markdown(meta, rows, bd))
     console.print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, rd_<clip>.png")
     for b in bd:
-        console.print(f"  {b['clip']}: {b['codec']} vs {b['anchor']}: BD-rate {b['bd_rate_psnr']:+.1f}%")
+        p = b["psnr"]
+        verdict = f"BD-rate {p['bd_rate']:+.1f}%" if p["bd_rate"] is not None else p["status"]
+        console.print(f"  {b['clip']}: {b['codec']} vs {b['anchor']}: {verdict}")
+
+
+def _colour_ceilings(frames: list) -> dict:
+    """RGB PSNR of the colour conversion alone: the best any anchor of that chroma format can do."""
+    out = {}
+    for chroma, suffix in (("420", ""), ("444", "_444")):
+        _, to_planes, to_rgb = anc.CHROMA[chroma]
+        out["colour_only_psnr_ceiling" + suffix] = float(np.mean([psnr_rgb(f, to_rgb(*to_planes(f))) for f in frames]))
+    return out
+
+
+def _machine(device: str) -> dict:
+    m = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+         "svcodec_device": device}
+    if device.startswith("cuda"):
+        try:
+            import torch
+
+            m["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        except Exception as e:  # the svcodec points then fail too, and say why
+            m["gpu"] = f"unknown ({type(e).__name__})"
+    return m
 
 
 def _versions() -> dict:
