@@ -41,11 +41,14 @@ def plot_rd(path: Path, clip: str, rows: list[dict]) -> None:
     """bpp vs RGB PSNR, one line per codec; reference (not re-measured) codecs dashed."""
     fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
     markers = "osD^v<>ph*"  # distinct markers: near-identical curves (x265 vs sbs) stay visible
+    # tab20's ten dark hues, then their light variants: no two of up to 20 codecs share a colour.
+    colours = [plt.cm.tab20(k) for k in (*range(0, 20, 2), *range(1, 20, 2))]
     for i, codec in enumerate(codec_order(rows)):
         pts = sorted((r["bpp"], r["psnr_rgb"]) for r in rows if r["codec"] == codec)
         ref = codec.startswith(REF_PREFIX)
         label = codec + (f" ({rows_frames(rows, codec)} f)" if ref else "")
-        ax.plot(*zip(*pts), marker=markers[i % len(markers)], ms=4, ls="--" if ref else "-", lw=1.2 if ref else 1.8, label=label)
+        ax.plot(*zip(*pts), marker=markers[i % len(markers)], ms=4, ls="--" if ref else "-", lw=1.2 if ref else 1.8,
+                color=colours[i % len(colours)], label=label)
     bpps = [r["bpp"] for r in rows if r["bpp"]]
     if bpps and max(bpps) > 20 * min(bpps):
         ax.set_xscale("log")  # all-intra or very low rates would squash the other curves
