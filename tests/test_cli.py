@@ -46,7 +46,7 @@ def fails(res, match=None, code=1):
     assert res.exit_code == code, (res.exit_code, res.output)
     lines = res.stderr.strip().splitlines()
     assert lines and lines[-1].startswith("svc: error: "), res.stderr
-    assert all(line.startswith(("encode ", "decode ")) for line in lines[:-1]), res.stderr
+    assert all(line.startswith(("encode ", "decode ", "svc: note: ")) for line in lines[:-1]), res.stderr
     line = lines[-1]
     assert "internal error" not in line
     assert "Traceback" not in res.output and res.stdout == ""
@@ -133,13 +133,13 @@ def test_encode_info_decode_mkv(tmp_path, pngs, frames, tiny_weights, tiny_codec
 
     ok(svc("decode", out, "-o", tmp_path / "dec", "--weights", tiny_weights, "-q"))
     want_l, want_r = api_frames(out, tiny_codec)
-    assert_frames_equal(read_video(tmp_path / "dec_left.mkv"), want_l)
-    assert_frames_equal(read_video(tmp_path / "dec_right.mkv"), want_r)
-    with av.open(str(tmp_path / "dec_left.mkv")) as c:
+    assert_frames_equal(read_video(tmp_path / "dec.left.mkv"), want_l)
+    assert_frames_equal(read_video(tmp_path / "dec.right.mkv"), want_r)
+    with av.open(str(tmp_path / "dec.left.mkv")) as c:
         assert c.streams.video[0].average_rate == 30
     # the reconstruction is lossy but not the input (a random model), and no temp file remains
     assert not np.array_equal(want_l[0], frames[0][0])
-    assert sorted(os.listdir(tmp_path)) == ["clip.svc", "dec_left.mkv", "dec_right.mkv", "in"]
+    assert sorted(os.listdir(tmp_path)) == ["clip.svc", "dec.left.mkv", "dec.right.mkv", "in"]
 
 
 @pytest.mark.parametrize("fmt", ["png", "sbs-png", "sbs-mkv"])
@@ -160,12 +160,17 @@ def test_decode_other_formats(tmp_path, stream, tiny_weights, tiny_codec, fmt):
 
 def test_decode_default_output_name(tmp_path, stream, tiny_weights, tiny_codec):
     ok(svc("decode", stream, "--weights", tiny_weights, "-q"))
-    assert_frames_equal(read_video(tmp_path / "clip_left.mkv"), api_frames(stream, tiny_codec)[0])
+    assert_frames_equal(read_video(tmp_path / "clip.left.mkv"), api_frames(stream, tiny_codec)[0])
 
 
-def test_decode_replaces_previous_output(tmp_path, stream, tiny_weights):
+def test_decode_replaces_previous_output_only_with_y(tmp_path, stream, tiny_weights):
     ok(svc("decode", stream, "-f", "png", "-o", tmp_path / "dec", "--weights", tiny_weights, "-q"))
-    ok(svc("decode", stream, "-f", "png", "-o", tmp_path / "dec", "--weights", tiny_weights, "-q"))
+    with Unchanged(tmp_path):
+        fails(svc("decode", stream, "-f", "png", "-o", tmp_path / "dec", "--weights", tiny_weights, "-q"),
+              "already exists (use -y")
+        fails(svc("decode", stream, "-f", "png", "-o", tmp_path / "dec", "--weights", tiny_weights, "-q", "-n"),
+              "already exists")
+    ok(svc("decode", stream, "-f", "png", "-o", tmp_path / "dec", "--weights", tiny_weights, "-q", "-y"))
     assert len(os.listdir(tmp_path / "dec" / "left")) == 3
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
 
@@ -219,10 +224,10 @@ def test_grey_round_trip(tmp_path, tiny_weights, tiny_codec):
     assert SvcReader(out).sequence.colour == Colour.GREY
     want_l, want_r = api_frames(out, tiny_codec)
     ok(svc("decode", out, "-o", tmp_path / "dec", "--weights", tiny_weights, "-q"))
-    got = read_video(tmp_path / "dec_left.mkv")
+    got = read_video(tmp_path / "dec.left.mkv")
     assert got[0].ndim == 2
     assert_frames_equal(got, [to_grey(f) for f in want_l])
-    assert_frames_equal(read_video(tmp_path / "dec_right.mkv"), [to_grey(f) for f in want_r])
+    assert_frames_equal(read_video(tmp_path / "dec.right.mkv"), [to_grey(f) for f in want_r])
     ok(svc("decode", out, "-f", "png", "-o", tmp_path / "pngs", "--weights", tiny_weights, "-q"))
     with Image.open(tmp_path / "pngs" / "left" / "000000.png") as im:
         assert im.mode == "L"
@@ -242,7 +247,7 @@ def test_frames_option_limits(tmp_path, pngs, tiny_weights):
     b = [au for _, g in SvcReader(tmp_path / "two.svc") for au in g]
     assert [x.recon_crc32 for x in b] == [x.recon_crc32 for x in a[:2]]
     ok(svc("decode", tmp_path / "two.svc", "-o", tmp_path / "d", "--weights", tiny_weights, "-q"))
-    assert len(read_video(tmp_path / "d_left.mkv")) == 2
+    assert len(read_video(tmp_path / "d.left.mkv")) == 2
 
 
 def test_options_reach_the_stream(tmp_path, pngs, tiny_weights):
@@ -285,14 +290,74 @@ def test_shipped_weights_round_trip_with_the_real_executable(tmp_path, shipped_c
     assert seq.model_name == "elic_small_vr" and seq.model_id == shipped_codec.model_id
     ok(svc("decode", out, "-o", tmp_path / "d", "-q"))  # weights named by the stream
     want_l, want_r = api_frames(out, shipped_codec)
-    assert_frames_equal(read_video(tmp_path / "d_left.mkv"), want_l)
-    assert_frames_equal(read_video(tmp_path / "d_right.mkv"), want_r)
+    assert_frames_equal(read_video(tmp_path / "d.left.mkv"), want_l)
+    assert_frames_equal(read_video(tmp_path / "d.right.mkv"), want_r)
     # an error from the real process: exit 1, one line, nothing else on stderr
     (tmp_path / "bad.svc").write_bytes(b"nope" * 10)
     p = run("info", tmp_path / "bad.svc")
     assert p.returncode == 1 and p.stdout == ""
     assert p.stderr.splitlines() == [p.stderr.strip()] and p.stderr.startswith("svc: error: ")
     assert "magic" in p.stderr
+
+
+# ------------------------------------------------------------------- nothing a user has is lost
+
+
+def test_encode_never_replaces_an_existing_file_without_y(tmp_path, pngs, tiny_weights):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    with Unchanged(tmp_path):
+        fails(svc("encode", *pngs, "-o", precious, "--weights", tiny_weights, "-q"), "already exists (use -y")
+        fails(svc("encode", *pngs, "-o", precious, "--weights", tiny_weights, "-q", "-n"), "not overwritten")
+        res = svc("encode", *pngs, "-o", precious, "--weights", tiny_weights, "-q", "-n", "-y")
+        assert res.exit_code == 2 and "exclude each other" in res.stderr
+    ok(svc("encode", *pngs, "-o", precious, "--weights", tiny_weights, "-q", "-y"))
+    assert SvcReader(precious).sequence.frame_count == 3
+    assert sorted(os.listdir(tmp_path)) == ["in", "precious.txt"]  # and no temporary
+
+
+def test_encode_output_is_never_an_input(tmp_path, frames, tiny_weights):
+    """By path, through a symbolic link and through a hard link (same inode), even with -y."""
+    lv = write_video(tmp_path / "l.mkv", frames[0])
+    rv = write_video(tmp_path / "r.mkv", frames[1])
+    os.symlink(lv, tmp_path / "sym.svc")
+    os.link(rv, tmp_path / "hard.svc")
+    with Unchanged(tmp_path):
+        for out in (lv, tmp_path / "." / "r.mkv", tmp_path / "sym.svc", tmp_path / "hard.svc"):
+            fails(svc("encode", lv, rv, "-o", out, "--weights", tiny_weights, "-q", "-y"), "overwrite the input")
+
+
+def test_default_decode_names_leave_the_sources_alone(tmp_path, frames, tiny_weights):
+    """The issue's scenario: scene_left.mkv/scene_right.mkv -> scene.svc -> decode with no -o
+    must not touch the lossless originals; a second decode is refused, not silently redone."""
+    lv = write_video(tmp_path / "scene_left.mkv", frames[0])
+    rv = write_video(tmp_path / "scene_right.mkv", frames[1])
+    ok(svc("encode", lv, rv, "-o", tmp_path / "scene.svc", "--weights", tiny_weights, "-q"))
+    sources = {p: Path(p).read_bytes() for p in (lv, rv)}
+    ok(svc("decode", tmp_path / "scene.svc", "--weights", tiny_weights, "-q"))
+    assert all(Path(p).read_bytes() == b for p, b in sources.items())
+    assert sorted(os.listdir(tmp_path)) == ["scene.left.mkv", "scene.right.mkv", "scene.svc",
+                                            "scene_left.mkv", "scene_right.mkv"]
+    with Unchanged(tmp_path):
+        fails(svc("decode", tmp_path / "scene.svc", "--weights", tiny_weights, "-q"), "scene.left.mkv: already exists")
+    (tmp_path / "scene.left.mkv").unlink()  # one of the two still exists: still refused
+    with Unchanged(tmp_path):
+        fails(svc("decode", tmp_path / "scene.svc", "--weights", tiny_weights, "-q"), "scene.right.mkv: already exists")
+
+
+def test_decode_output_is_never_the_stream(tmp_path, stream, tiny_weights):
+    """`svc decode st.mkv -f sbs-mkv -o st.mkv` and friends, by path and by inode, even with -y."""
+    st = tmp_path / "st.mkv"
+    shutil.copy(stream, st)
+    os.link(st, tmp_path / "alias.mkv")
+    with Unchanged(tmp_path):
+        for fmt, out in (("sbs-mkv", st), ("sbs-mkv", tmp_path / "st"), ("sbs-mkv", tmp_path / "alias.mkv"),
+                         ("sbs-png", st), ("png", st)):
+            line = fails(svc("decode", st, "-f", fmt, "-o", out, "--weights", tiny_weights, "-q", "-y"))
+            assert "overwrite the input" in line or "not a previous" in line, line
+    for fmt in ("mkv", "sbs-mkv", "png", "sbs-png"):  # and the default names never are
+        ok(svc("decode", st, "-f", fmt, "--weights", tiny_weights, "-q"))
+    assert st.read_bytes() == stream.read_bytes()
 
 
 # ------------------------------------------------------------------- bad encode inputs
@@ -433,7 +498,7 @@ def test_flip_in_last_frame_leaves_no_partial_output_and_keeps_old_output(tmp_pa
     bad.write_bytes(bytes(data))
     with Unchanged(tmp_path):
         for fmt, out in (("mkv", "dec"), ("png", "decpng"), ("sbs-mkv", "new"), ("png", "newpng")):
-            fails(svc("decode", bad, "-f", fmt, "-o", tmp_path / out, "--weights", tiny_weights, "-q"),
+            fails(svc("decode", bad, "-f", fmt, "-o", tmp_path / out, "--weights", tiny_weights, "-q", "-y"),
                   "access unit 2")
 
 
@@ -484,7 +549,7 @@ def test_decode_output_not_writable(tmp_path, stream, tiny_weights):
     user = tmp_path / "mine"
     user.mkdir()
     (user / "notes.txt").write_text("keep me")
-    (tmp_path / "clash_left.mkv").mkdir()  # a folder where a video file should go
+    (tmp_path / "clash.left.mkv").mkdir()  # a folder where a video file should go
     with Unchanged(tmp_path):
         fails(svc("decode", stream, "-o", tmp_path / "no" / "such" / "d", "--weights", tiny_weights, "-q"))
         fails(svc("decode", stream, "-o", tmp_path / "afile" / "d", "--weights", tiny_weights, "-q"))

@@ -2,6 +2,7 @@
 
 from fractions import Fraction
 import os
+from pathlib import Path
 
 import av
 import numpy as np
@@ -336,17 +337,41 @@ def test_writer_exception_keeps_previous_output(tmp_path, fmt):
         w.write(old[0], old[1])
     before = sorted(os.walk(tmp_path))
     with pytest.raises(RuntimeError):
-        with StereoWriter(out, fmt=fmt, width=W, height=H, fps=30) as w:
+        with StereoWriter(out, fmt=fmt, width=W, height=H, fps=30, overwrite=True) as w:
             w.write(*clip(9, n=2))
             raise RuntimeError("decoder failed")
     assert sorted(os.walk(tmp_path)) == before
     assert_same(read_back(fmt, w.paths)[0], old[:1])
-    # A successful second run replaces the previous output.
+    # Without overwrite an existing output is refused up front; with it, a successful run
+    # replaces the previous output.
+    with pytest.raises(InputError, match="already exists"):
+        StereoWriter(out, fmt=fmt, width=W, height=H, fps=30)
+    assert sorted(os.walk(tmp_path)) == before
     new = clip(10, n=2)
-    with StereoWriter(out, fmt=fmt, width=W, height=H, fps=30) as w:
+    with StereoWriter(out, fmt=fmt, width=W, height=H, fps=30, overwrite=True) as w:
         w.write(new[0], new[1])
     got_l, _ = read_back(fmt, w.paths)
     assert_same(got_l, new[:1])
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in w.paths)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_writer_never_replaces_an_output_that_appears_meanwhile(tmp_path, fmt):
+    """Checked when the writer starts and again when it publishes (a file someone else made
+    while we decoded survives, and our output is dropped as a whole)."""
+    out = str(tmp_path / "out")
+    with pytest.raises(InputError, match="already exists"):
+        with StereoWriter(out, fmt=fmt, width=W, height=H, fps=30) as w:
+            w.write(*clip(n=2)[:2])
+            last = w.paths[-1]
+            if fmt.endswith("mkv"):
+                Path(last).write_bytes(b"precious")
+            else:
+                os.mkdir(last)
+                Path(last, "precious.txt").write_bytes(b"precious")
+    kept = Path(last) if fmt.endswith("mkv") else Path(last, "precious.txt")
+    assert kept.read_bytes() == b"precious"
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(last)]  # no temporaries, no half output
 
 
 def test_writer_refuses_foreign_folder(tmp_path):
@@ -370,13 +395,26 @@ def test_writer_bad_input(tmp_path):
 
 
 def test_output_names():
-    assert output_paths("d/clip.mkv", "mkv") == ["d/clip_left.mkv", "d/clip_right.mkv"]
+    assert output_paths("d/clip.mkv", "mkv") == ["d/clip.left.mkv", "d/clip.right.mkv"]
     assert output_paths("d/clip", "sbs-mkv") == ["d/clip.mkv"]
     assert output_paths("d/frames/", "png") == ["d/frames"]
     assert default_output_name("d/clip.svc", "mkv") == "d/clip"
-    assert default_output_name("d/clip.svc", "sbs-mkv") == "d/clip_sbs.mkv"
-    assert default_output_name("d/clip.svc", "png") == "d/clip_png"
-    assert default_output_name("d/clip.svc", "sbs-png") == "d/clip_sbs_png"
+    assert default_output_name("d/clip.svc", "sbs-mkv") == "d/clip.sbs.mkv"
+    assert default_output_name("d/clip.svc", "png") == "d/clip.frames"
+    assert default_output_name("d/clip.svc", "sbs-png") == "d/clip.sbs-frames"
+    # only ".svc" is dropped, so a default name never equals the stream's own name
+    for stream in ("d/clip.mkv", "d/clip.frames", "d/clip", "d/.svc", "d/x.sbs.mkv"):
+        for fmt in FORMATS:
+            assert stream not in output_paths(default_output_name(stream, fmt), fmt)
+
+
+def test_temporary_names_fit_long_output_names(tmp_path):
+    """A 255-byte output name (the usual limit) still gets a temporary: it is cut, not extended."""
+    name = "é" * 100 + "x" * 51 + ".mkv"  # 255 bytes in UTF-8
+    assert len(name.encode()) == 255
+    with StereoWriter(str(tmp_path / name), fmt="sbs-mkv", width=W, height=H, fps=30) as w:
+        w.write(*clip(n=2)[:2])
+    assert os.listdir(tmp_path) == [name]
 
 
 def test_outputs_get_umask_permissions(tmp_path):

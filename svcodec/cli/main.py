@@ -1,43 +1,85 @@
 """`svc`: the command line. Thin: argument parsing, progress and tables; the work is in
-svcodec.codec / svcodec.io / svcodec.container."""
+svcodec.codec / svcodec.io / svcodec.container.
+
+Start-up order matters: every check that needs no model (options, paths, outputs, probing the
+input videos, parsing the stream's headers) runs first, and torch (5-10 s to import) is
+imported only when there is real work to do. `svc info` never imports it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
-from fractions import Fraction
-from pathlib import Path
-
 import warnings
+from fractions import Fraction
 
 import click
+
+from .. import fsutil
+from ..errors import BitstreamError, InputError, SvcError
 
 # compressai's import trips a torch.jit deprecation warning that means nothing to a user.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
 
-from ..errors import SvcError
-from . import views
-
 DEVICE = click.Choice(["cpu", "cuda"])
+_SIGNAL_NAMES = {getattr(signal, n): n for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP arrived: unwinds like Ctrl-C, so every `with` block drops its
+    temporaries on the way out (a BaseException: `except Exception` cannot swallow it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(_SIGNAL_NAMES.get(signum, str(signum)))
+        self.signum = signum
+
+
+def _raise_interrupted(signum, _frame):
+    # Further signals are ignored from here on, so that they cannot cut the cleanup short.
+    for s in _SIGNAL_NAMES:
+        signal.signal(s, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _signals_unwind():
+    """Turn SIGINT/SIGTERM/SIGHUP into `Interrupted` while a command runs (restored after, so
+    in-process callers such as tests keep their own handlers)."""
+    try:
+        old = {s: signal.signal(s, _raise_interrupted) for s in _SIGNAL_NAMES}
+    except ValueError:  # not the main thread: leave signals alone
+        old = {}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 class _Cli(click.Group):
     """Turns every error into one line on stderr and a non-zero exit (SVC_DEBUG=1 shows
-    the traceback)."""
+    the traceback); a signal removes every temporary and exits 128 + its number."""
 
     def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
-            raise
-        except SvcError as exc:
-            self._fail(exc, 1)
-        except KeyboardInterrupt:
-            click.echo("svc: interrupted", err=True)
-            sys.exit(130)
-        except Exception as exc:  # noqa: BLE001 - last line of defence: no tracebacks for users
-            self._fail(exc, 3, prefix="internal error: ")
+        with _signals_unwind():
+            try:
+                return super().invoke(ctx)
+            except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+                raise
+            except SvcError as exc:
+                self._fail(exc, 1)
+            except KeyboardInterrupt as exc:
+                signum = getattr(exc, "signum", signal.SIGINT)
+                fsutil.discard_all()  # whatever a `with` block did not get to
+                _restore_terminal()
+                with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+                    click.echo(f"svc: interrupted ({_SIGNAL_NAMES.get(signum, signum)})", err=True)
+                sys.exit(128 + signum)
+            except Exception as exc:  # noqa: BLE001 - last line of defence: no tracebacks for users
+                self._fail(exc, 3, prefix="internal error: ")
 
     @staticmethod
     def _fail(exc, code, prefix=""):
@@ -46,6 +88,48 @@ class _Cli(click.Group):
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         click.echo(f"svc: error: {prefix}{msg}", err=True)
         sys.exit(code)
+
+    # `svc bench` pulls in matplotlib, scipy and torch: imported only when it is the command.
+    _LAZY = {"bench": ("..bench.run", "bench_command", "RD benchmark against x265/x264 anchors.")}
+
+    def list_commands(self, ctx):
+        return sorted([*super().list_commands(ctx), *self._LAZY])
+
+    def get_command(self, ctx, name):
+        if name in self._LAZY and name not in self.commands:
+            module, attr, _ = self._LAZY[name]
+            try:
+                from importlib import import_module
+
+                return getattr(import_module(module, __package__), attr)
+            except ImportError:  # the benchmark needs matplotlib etc.; the codec does not
+                return None
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(n, self.commands[n].get_short_help_str(60)) for n in super().list_commands(ctx)]
+        rows += [(n, help_) for n, (_, _, help_) in self._LAZY.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(rows))
+
+
+def _restore_terminal():
+    from . import views
+
+    views.restore_terminal()
+
+
+def _overwrite_option(f):
+    f = click.option("-n", "--no-overwrite", "no_overwrite", is_flag=True,
+                     help="Never overwrite an existing output (exit with an error instead).")(f)
+    return click.option("-y", "--overwrite", "overwrite", is_flag=True,
+                        help="Replace existing outputs (never an input).")(f)
+
+
+def _overwrite_mode(overwrite: bool, no_overwrite: bool) -> bool | None:
+    if overwrite and no_overwrite:
+        raise click.UsageError("-y/--overwrite and -n/--no-overwrite exclude each other")
+    return True if overwrite else (False if no_overwrite else None)
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,6 +148,7 @@ def main():
 @click.argument("left", type=click.Path())
 @click.argument("right", type=click.Path(), required=False)
 @click.option("-o", "--output", required=True, type=click.Path(), help="Output .svc file.")
+@_overwrite_option
 @click.option("--sbs", is_flag=True, help="LEFT is one side-by-side video (left half | right half); no RIGHT.")
 @click.option("--rate", type=float, default=2.0, show_default=True,
               help="Rate point 0 (smallest) .. 3 (best quality); fractions interpolate.")
@@ -75,32 +160,49 @@ def main():
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (output is identical for any value).")
 @click.option("--json", "as_json", is_flag=True, help="Print the encode report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def encode(left, right, output, sbs, rate, gop, frames, fps, device, weights, threads, as_json, quiet):
+def encode(left, right, output, overwrite, no_overwrite, sbs, rate, gop, frames, fps, device, weights,
+           threads, as_json, quiet):
     """Compress a stereo clip into an .svc file.
 
     LEFT and RIGHT are two videos (anything FFmpeg reads) or two folders of PNG/WebP/JPEG
     frames; with --sbs, LEFT alone is a side-by-side video. Frames are coded in RGB; YUV
     sources are converted with the matrix/range they declare (BT.601 limited if none).
+    An existing OUTPUT is only replaced with -y.
     """
-    from ..codec.session import encode_pairs
-    from ..errors import InputError
+    from ..container.format import MAX_GOP_SIZE, check_frame_size
     from ..io import open_stereo
 
     if sbs == (right is not None):
         raise click.UsageError("give LEFT and RIGHT, or one side-by-side input with --sbs")
-    out = Path(output)
-    for src in filter(None, (left, right)):
-        if Path(src).exists() and out.exists() and out.resolve() == Path(src).resolve():
-            raise InputError(f"{output}: output would overwrite an input")
+    mode = _overwrite_mode(overwrite, no_overwrite)
     if frames is not None and frames < 1:
         raise InputError("--frames must be at least 1")
-    _threads(threads)
+    if not 0.0 <= rate <= 3.0:
+        raise InputError(f"--rate must be within 0..3, got {rate}")
+    if not 1 <= gop <= MAX_GOP_SIZE:
+        raise InputError(f"--gop must be within 1..{MAX_GOP_SIZE}, got {gop}")
+    if threads is not None and threads < 1:
+        raise click.BadParameter("--threads must be at least 1")
+    if os.path.isdir(output):
+        raise InputError(f"{output}: is a directory")
+    fsutil.check_output(output, (left, right), mode)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
+        raise InputError(f"{output}: output folder {os.path.dirname(os.path.abspath(output))} does not exist")
     source = open_stereo(left, right, side_by_side=sbs, **({"fps": fps} if fps else {}))
     with source:
+        try:
+            check_frame_size(source.width, source.height)
+        except ValueError as e:
+            raise InputError(f"{left}: {e}") from None
+        _notices(source.notices)
+        from . import views
+        from ..codec.session import encode_pairs  # torch: only now that the input is known good
+
+        _threads(threads)
         total = source.frame_count if frames is None else min(frames, source.frame_count or frames)
         with views.EncodeProgress(total, source.width, source.height, quiet or as_json) as prog:
             report = encode_pairs(
-                source.frames(frames), out, width=source.width, height=source.height, fps=source.fps,
+                source.frames(frames), output, width=source.width, height=source.height, fps=source.fps,
                 rate=rate, gop=gop, grey=source.grey, device=device, weights=weights, on_frame=prog.update,
             )
     views.print_encode_report(report, as_json)
@@ -109,37 +211,51 @@ def encode(left, right, output, sbs, rate, gop, frames, fps, device, weights, th
 @main.command()
 @click.argument("stream", type=click.Path())
 @click.option("-o", "--output", default=None,
-              help="Output path (default: next to STREAM). mkv: a stem giving STEM_left.mkv/STEM_right.mkv; "
-                   "png: a folder with left/ and right/; sbs-*: one side-by-side file/folder.")
+              help="Output path (default: next to STREAM, named after it). mkv: a stem giving "
+                   "STEM.left.mkv/STEM.right.mkv; png: a folder with left/ and right/; "
+                   "sbs-*: one side-by-side file/folder.")
+@_overwrite_option
 @click.option("-f", "--format", "fmt", type=click.Choice(["mkv", "png", "sbs-mkv", "sbs-png"]),
               default="mkv", show_default=True, help="Lossless output: FFV1 Matroska or PNG frames.")
 @click.option("--device", type=DEVICE, default="cpu", show_default=True)
 @click.option("--weights", default=None, help="Override the weights named in the stream.")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (output is identical for any value).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def decode(stream, output, fmt, device, weights, threads, quiet):
+def decode(stream, output, overwrite, no_overwrite, fmt, device, weights, threads, quiet):
     """Decode an .svc file back to stereo frames (lossless containers of the reconstruction).
 
     Every frame is checked against the encoder's reconstruction checksum: a corrupt stream
     stops with an error instead of producing garbage, and no partial output is left behind.
+    Existing files are only replaced with -y; the stream itself never is.
     """
-    from ..codec.session import iter_decode, open_stream
-    from ..container import Colour
-    from ..io import StereoWriter, default_output_name, output_paths
+    from ..container import Colour, SvcReader
+    from ..io import StereoWriter, check_outputs, default_output_name, output_paths
+
+    mode = _overwrite_mode(overwrite, no_overwrite)
+    if threads is not None and threads < 1:
+        raise click.BadParameter("--threads must be at least 1")
+    seq = SvcReader(stream).sequence  # headers, index and limits: a hostile file stops here
+    output = output or default_output_name(stream, fmt)
+    paths = output_paths(output, fmt)
+    check_outputs(paths, fmt, (stream,), mode)
+    from . import views
+    from ..codec.session import iter_decode, open_stream  # torch: only now that the stream looks sound
 
     _threads(threads)
-    reader, codec = open_stream(stream, weights=weights, device=device)
-    seq = reader.sequence
-    output = output or default_output_name(stream, fmt)
     fps = Fraction(seq.fps_num, seq.fps_den)
-    with views.DecodeProgress(seq.frame_count, quiet) as prog, StereoWriter(
-        output, fmt=fmt, width=seq.width, height=seq.height, fps=fps, grey=seq.colour == Colour.GREY
-    ) as writer:
-        for _, left, right in iter_decode(stream, device=device, codec=codec):
-            writer.write(left, right)
-            prog.advance()
+    try:
+        _, codec = open_stream(stream, weights=weights, device=device)
+        with views.DecodeProgress(seq.frame_count, quiet) as prog, StereoWriter(
+            output, fmt=fmt, width=seq.width, height=seq.height, fps=fps, grey=seq.colour == Colour.GREY,
+            overwrite=bool(mode),
+        ) as writer:
+            for _, left, right in iter_decode(stream, device=device, codec=codec):
+                writer.write(left, right)
+                prog.advance()
+    except BitstreamError as e:
+        raise _naming(e, stream) from None
     if not quiet:
-        click.echo(f"decoded {seq.frame_count} frame pairs -> {', '.join(output_paths(output, fmt))}")
+        click.echo(f"decoded {seq.frame_count} frame pairs -> {', '.join(paths)}")
 
 
 @main.command()
@@ -150,6 +266,7 @@ def decode(stream, output, fmt, device, weights, threads, quiet):
 def info(stream, as_json, per_frame):
     """Show an .svc file's headers, GOPs and per-frame sizes per view."""
     from ..container import SvcReader
+    from . import views
 
     reader = SvcReader(stream)
     units = [au for _, aus in reader for au in aus] if per_frame else []
@@ -163,24 +280,23 @@ def info(stream, as_json, per_frame):
         views.print_info(reader, units)
 
 
+def _naming(exc: BitstreamError, path: str) -> BitstreamError:
+    """Stream errors name the file (the codec's own messages start at the frame)."""
+    text = str(exc)
+    return exc if text.startswith(os.fspath(path)) else BitstreamError(f"{path}: {text}")
+
+
+def _notices(lines) -> None:
+    for line in lines:
+        click.echo(f"svc: note: {line}", err=True)
+
+
 def _threads(n):
     if n is not None:
         import torch
 
-        if n < 1:
-            raise click.BadParameter("--threads must be at least 1")
         torch.set_num_threads(n)
 
-
-def _mount_bench():
-    try:
-        from ..bench.run import bench_command
-    except ImportError:  # the benchmark needs matplotlib etc.; the codec does not
-        return
-    main.add_command(bench_command, name="bench")
-
-
-_mount_bench()
 
 if __name__ == "__main__":
     main()

@@ -15,6 +15,14 @@ err = Console(stderr=True)
 out = Console(markup=False, emoji=False, soft_wrap=True)  # file paths verbatim: no markup, no wrapping
 
 
+def restore_terminal() -> None:
+    """Show the cursor again (a progress bar hides it) after an interruption."""
+    try:
+        err.show_cursor(True)
+    except OSError:  # the terminal went away (SIGHUP)
+        pass
+
+
 class EncodeProgress:
     """Progress bar with frame pairs per second and the running bits per pixel."""
 

@@ -8,8 +8,9 @@ import os
 import struct
 from typing import Iterator, Sequence
 
+from .. import fsutil
 from ..errors import BitstreamError, InputError
-from .format import (GOP_HEADER_SIZE, TRAILER_SIZE, AccessUnit, GopHeader, SequenceHeader,
+from .format import (GOP_HEADER_SIZE, MIN_FRAME_BYTES, TRAILER_SIZE, AccessUnit, GopHeader, SequenceHeader,
                      encode_access_unit, encode_index_and_trailer, parse_gop_data,
                      parse_gop_header, parse_index, parse_sequence_header, parse_trailer,
                      patch_frame_count)
@@ -31,24 +32,35 @@ def _os_message(path: str, e: OSError) -> str:
 class SvcWriter:
     """Writes an .svc file atomically.
 
-    Data goes to ``f"{path}.partial-<pid>"`` in the same directory (so the
-    final os.replace is a rename on one filesystem); ``path`` only appears,
-    complete, when the with-block exits normally.  On an exception the temp
-    file is removed and an existing ``path`` is left untouched.
+    Data goes to a hidden temporary next to ``path`` (svcodec.fsutil: so the
+    final step is a rename on one filesystem); ``path`` only appears,
+    complete, when the with-block exits normally.  On an exception (signals
+    included) the temporary is removed and an existing ``path`` is left
+    untouched.  With ``overwrite=False`` an existing ``path`` is never
+    replaced, not even one that appears while the file is being written.
     """
 
-    def __init__(self, path, sequence: SequenceHeader):
+    def __init__(self, path, sequence: SequenceHeader, *, overwrite: bool = True):
         self.path = os.fspath(path)
         self._header = sequence.to_bytes()  # validates before touching the disk
         self.sequence = dataclasses.replace(sequence)  # a copy: close() sets its frame_count
+        self._overwrite = overwrite
         if os.path.isdir(self.path):
             raise InputError(f"{self.path}: is a directory")
-        self._tmp = f"{self.path}.partial-{os.getpid()}"
+        if not overwrite and os.path.lexists(self.path):
+            raise InputError(f"{self.path}: already exists (use -y to overwrite it)")
+        self._f = None
+        self._tmp = None
         try:
+            self._tmp = fsutil.create_temp_file(self.path)
             self._f = open(self._tmp, "wb")
+            self._f.write(self._header)
         except OSError as e:
-            raise InputError(_os_message(self._tmp, e)) from None
-        self._f.write(self._header)
+            self.abort()
+            raise InputError(_os_message(self.path, e)) from None
+        except BaseException:  # a signal: nothing may stay behind
+            self.abort()
+            raise
         self._offset = len(self._header)
         self._entries: list[tuple[int, int]] = []  # (offset, first frame) per GOP
         self._frames = 0
@@ -107,7 +119,8 @@ class SvcWriter:
             os.fsync(self._f.fileno())  # data on disk before the rename makes it visible
             self._f.close()
             self._f = None
-            os.replace(self._tmp, self.path)
+            with fsutil.signals_deferred():
+                fsutil.publish(self._tmp, self.path, self._overwrite)
         except BaseException:
             self.abort()
             raise
@@ -118,10 +131,8 @@ class SvcWriter:
         if self._f is not None:
             self._f.close()
             self._f = None
-        try:
-            os.remove(self._tmp)
-        except FileNotFoundError:
-            pass
+        if self._tmp is not None:
+            fsutil.discard(self._tmp)
 
     def __enter__(self) -> "SvcWriter":
         return self
@@ -152,6 +163,8 @@ class SvcReader:
                 self._load(f)
         except OSError as e:
             raise InputError(_os_message(self.path, e)) from None
+        except BitstreamError as e:
+            raise BitstreamError(f"{self.path}: {e}") from None
         self._overhead: int | None = None
 
     def _read(self, f, offset: int, n: int, what: str) -> bytes:
@@ -165,6 +178,11 @@ class SvcReader:
         size = self.file_size = os.fstat(f.fileno()).st_size
         self.sequence, header_end, self.version = parse_sequence_header(
             f.read(min(size, _MAX_HEADER)), size)
+        # Limits first (docs/FORMAT.md section 12): the header's numbers are claims until the
+        # file's own size backs them.
+        if self.sequence.frame_count * MIN_FRAME_BYTES > size - header_end:
+            raise BitstreamError(f"sequence header claims {self.sequence.frame_count} frames, more than "
+                                 f"{size} bytes can hold (corrupt or truncated stream)")
         if size < header_end + TRAILER_SIZE:
             raise BitstreamError("file is truncated: no end-of-stream trailer")
         trailer = self._read(f, size - TRAILER_SIZE, TRAILER_SIZE, "trailer")
@@ -214,12 +232,14 @@ class SvcReader:
         try:
             with open(self.path, "rb") as f:
                 blob = self._read(f, offset, GOP_HEADER_SIZE + gop.data_length, f"GOP {i}")
+            # Re-check the header: the file may have been replaced since opening.
+            if parse_gop_header(blob[:GOP_HEADER_SIZE], i) != gop:
+                raise BitstreamError(f"GOP {i} header: changed since the file was opened")
+            return parse_gop_data(memoryview(blob)[GOP_HEADER_SIZE:], gop)
         except OSError as e:
             raise InputError(_os_message(self.path, e)) from None
-        # Re-check the header: the file may have been replaced since opening.
-        if parse_gop_header(blob[:GOP_HEADER_SIZE], i) != gop:
-            raise BitstreamError(f"GOP {i} header: changed since the file was opened")
-        return parse_gop_data(memoryview(blob)[GOP_HEADER_SIZE:], gop)
+        except BitstreamError as e:
+            raise BitstreamError(f"{self.path}: {e}") from None
 
     def gop_of_frame(self, frame_index: int) -> int:
         """Index of the GOP holding ``frame_index`` (to seek: decode from its I-frame)."""

@@ -5,7 +5,7 @@ Output naming (``output_paths`` gives the exact paths for any format):
 ========  ===========================================  ==============================
 fmt       ``output`` is                                written
 ========  ===========================================  ==============================
-mkv       a path stem (a trailing ``.mkv`` is dropped)  ``<stem>_left.mkv``, ``<stem>_right.mkv``
+mkv       a path stem (a trailing ``.mkv`` is dropped)  ``<stem>.left.mkv``, ``<stem>.right.mkv``
 sbs-mkv   a file name (``.mkv`` added if missing)       ``<stem>.mkv``, 2W x H
 png       a folder                                      ``<folder>/left/000000.png``, ``<folder>/right/...``
 sbs-png   a folder                                      ``<folder>/000000.png``, ..., 2W x H
@@ -13,24 +13,24 @@ sbs-png   a folder                                      ``<folder>/000000.png``,
 
 FFV1 stores colour as ``bgr0`` (grey as ``gray``), so RGB frames read back bit-exactly;
 PNGs are RGB (grey: mode "L"). Output is written under hidden temporary names in the
-destination folder and renamed into place only by a successful ``close()``; on an
-exception the temporaries are removed and existing output is left untouched. An
-existing output folder is replaced only when it holds nothing but frames in the
-layout above (a previous run's output), so a user's folder is never deleted.
+destination folder (svcodec.fsutil) and renamed into place only by a successful
+``close()``, all outputs together; on an exception (signals included) the temporaries
+are removed and existing files are left untouched. An existing output is replaced only
+with ``overwrite=True``, and an existing folder only when it holds nothing but frames in
+the layout above (a previous run's output), so a user's folder is never deleted.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from fractions import Fraction
 
 import av
 import numpy as np
 from PIL import Image
 
+from svcodec import fsutil
 from svcodec.errors import InputError
 from svcodec.io.readers import _reason
 
@@ -47,7 +47,7 @@ def output_paths(output: str, fmt: str) -> list[str]:
     output = os.fspath(output)
     if fmt == "mkv":
         stem = _strip_mkv(output)
-        return [f"{stem}_left.mkv", f"{stem}_right.mkv"]
+        return [f"{stem}.left.mkv", f"{stem}.right.mkv"]
     if fmt == "sbs-mkv":
         return [_strip_mkv(output) + ".mkv"]
     if fmt in ("png", "sbs-png"):
@@ -58,14 +58,38 @@ def output_paths(output: str, fmt: str) -> list[str]:
 def default_output_name(svc_path: str, fmt: str) -> str:
     """The ``output`` argument to use when the user names none: next to the .svc file.
 
-    clip.svc -> mkv: ``clip`` (clip_left.mkv, clip_right.mkv); sbs-mkv: ``clip_sbs.mkv``;
-    png: ``clip_png/``; sbs-png: ``clip_sbs_png/``.
+    clip.svc -> mkv: ``clip`` (clip.left.mkv, clip.right.mkv); sbs-mkv: ``clip.sbs.mkv``;
+    png: ``clip.frames/``; sbs-png: ``clip.sbs-frames/``. Only a ``.svc`` extension is
+    dropped (``clip.mkv`` gives ``clip.mkv.left.mkv``...), so a default name always
+    differs from the stream's own name, and the dotted suffixes keep clear of the
+    ``NAME_left.mkv`` style of source videos.
     """
-    stem = os.path.splitext(os.fspath(svc_path))[0]
-    names = {"mkv": stem, "sbs-mkv": f"{stem}_sbs.mkv", "png": f"{stem}_png", "sbs-png": f"{stem}_sbs_png"}
+    path = os.fspath(svc_path)
+    stem = path[:-4] if path.lower().endswith(".svc") and len(os.path.basename(path)) > 4 else path
+    names = {"mkv": stem, "sbs-mkv": f"{stem}.sbs.mkv", "png": f"{stem}.frames", "sbs-png": f"{stem}.sbs-frames"}
     if fmt not in names:
         raise InputError(f"unknown output format {fmt!r} (choose from {', '.join(FORMATS)})")
     return names[fmt]
+
+
+def check_outputs(paths, fmt: str, inputs, overwrite: bool | None) -> None:
+    """Refuse before any work starts: an output that is an input (always), an existing output
+    (unless ``overwrite``), a folder where a video goes, a user's folder where frames go."""
+    for final in paths:
+        if fmt.endswith("mkv") and os.path.isdir(final):
+            raise InputError(f"{final}: is a folder, cannot write a video file there")
+        if fmt.endswith("png") and os.path.lexists(final) and not _replaceable_folder(final, fmt):
+            raise InputError(f"{final}: already exists and is not a previous {fmt} output; "
+                             "remove it or choose another output name")
+        fsutil.check_output(final, inputs, overwrite)
+        parent = os.path.dirname(os.path.abspath(final))
+        if not os.path.isdir(parent):
+            raise InputError(f"{final}: output folder {parent} does not exist")
+
+
+def _replaceable_folder(final: str, fmt: str) -> bool:
+    subdirs = () if fmt.startswith("sbs-") else ("left", "right")
+    return os.path.isdir(final) and not os.path.islink(final) and _is_previous_output(final, subdirs)
 
 
 def _is_previous_output(folder: str, subdirs: tuple[str, ...]) -> bool:
@@ -140,9 +164,11 @@ class _PngSink:
 class StereoWriter:
     """Write decoded stereo frames; use as a context manager (see module docstring)."""
 
-    def __init__(self, output: str, *, fmt: str, width: int, height: int, fps: Fraction, grey: bool = False):
+    def __init__(self, output: str, *, fmt: str, width: int, height: int, fps: Fraction, grey: bool = False,
+                 overwrite: bool = False):
         self.paths = output_paths(output, fmt)
         self.fmt, self.width, self.height, self.grey = fmt, width, height, grey
+        self.overwrite = overwrite
         self._sbs = fmt.startswith("sbs-")
         self._temps: list[tuple[str, str]] = []  # (temporary, final), renamed in order
         self._sinks: list = []
@@ -150,22 +176,14 @@ class StereoWriter:
         fps = Fraction(str(fps))  # str(): 29.97 -> 2997/100, not a binary fraction
         sink_width = 2 * width if self._sbs else width
         try:
+            check_outputs(self.paths, fmt, (), overwrite or None)
             if fmt.endswith("mkv"):
                 for final in self.paths:
-                    if os.path.isdir(final):
-                        raise InputError(f"{final}: is a folder, cannot write a video file there")
-                    tmp = self._temp(final, lambda d, p: tempfile.mkstemp(".mkv", p, d))
+                    tmp = self._temp(final, fsutil.create_temp_file)
                     self._sinks.append(_Ffv1Sink(tmp, sink_width, height, fps, grey))
             else:
-                final = self.paths[0]
-                subdirs = () if self._sbs else ("left", "right")
-                if os.path.exists(final) and not (os.path.isdir(final) and _is_previous_output(final, subdirs)):
-                    raise InputError(
-                        f"{final}: already exists and is not a previous {fmt} output; "
-                        "remove it or choose another output name"
-                    )
-                tmp = self._temp(final, lambda d, p: tempfile.mkdtemp(".tmp", p, d))
-                self._sinks = [_PngSink(os.path.join(tmp, s)) for s in subdirs or ("",)]
+                tmp = self._temp(self.paths[0], fsutil.create_temp_dir)
+                self._sinks = [_PngSink(os.path.join(tmp, s)) for s in (("",) if self._sbs else ("left", "right"))]
         except (av.FFmpegError, OSError) as e:
             self.abort()
             raise InputError(f"{self.paths[0]}: cannot create output ({_reason(e)})") from e
@@ -174,19 +192,15 @@ class StereoWriter:
             raise
 
     def _temp(self, final: str, make) -> str:
-        parent = os.path.dirname(os.path.abspath(final))
-        if not os.path.isdir(parent):
-            raise InputError(f"{final}: output folder {parent} does not exist")
-        made = make(parent, f".{os.path.basename(final)}.")
-        if isinstance(made, tuple):  # mkstemp gives (fd, path)
-            os.close(made[0])
-            made = made[1]
-        # mkstemp/mkdtemp create private (0600/0700) entries; outputs get the usual umask modes
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(made, (0o777 if os.path.isdir(made) else 0o666) & ~umask)
+        # Registered with fsutil before it exists, so even a signal right here cannot orphan it.
+        made = make(final)
         self._temps.append((made, final))
+        # the temporary was created with the umask's modes already (0666 / 0777 & ~umask)
         return made
+
+    def _refuse_folder(self, final: str) -> bool:
+        # re-checked at the end: a folder that became a user's folder meanwhile is kept
+        return self.fmt.endswith("png") and os.path.lexists(final) and not _replaceable_folder(final, self.fmt)
 
     def write(self, left: np.ndarray, right: np.ndarray) -> None:
         if self._closed:
@@ -211,8 +225,16 @@ class StereoWriter:
         try:
             for sink in self._sinks:
                 sink.close()
-            for tmp, final in self._temps:
-                _replace(tmp, final)
+            with fsutil.signals_deferred():  # both views appear, or neither
+                published = []
+                try:
+                    for tmp, final in self._temps:
+                        fsutil.publish(tmp, final, self.overwrite and not self._refuse_folder(final))
+                        published.append(final)
+                except BaseException:
+                    for final in published:  # the views of one decode only exist together
+                        fsutil.discard(final)
+                    raise
         except BaseException as e:
             self.abort()
             if isinstance(e, (av.FFmpegError, OSError)):
@@ -226,10 +248,7 @@ class StereoWriter:
         for sink in self._sinks:
             sink.abort()
         for tmp, _ in self._temps:
-            if os.path.isdir(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
-            elif os.path.exists(tmp):
-                os.remove(tmp)
+            fsutil.discard(tmp)
         self._temps.clear()
 
     def __enter__(self) -> "StereoWriter":
@@ -240,20 +259,3 @@ class StereoWriter:
             self.close()
         else:
             self.abort()
-
-
-def _replace(tmp: str, final: str) -> None:
-    if os.path.isdir(tmp) and os.path.isdir(final):
-        # A non-empty folder cannot be renamed over: move the old one aside first.
-        old = tempfile.mkdtemp(".old", f".{os.path.basename(final)}.", os.path.dirname(os.path.abspath(final)))
-        aside = os.path.join(old, "previous")
-        os.replace(final, aside)
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            os.replace(aside, final)
-            raise
-        finally:
-            shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
