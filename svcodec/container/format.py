@@ -41,6 +41,32 @@ MODEL_ID_SIZE = 16
 MAX_RATE = 3.0
 U32_MAX = 0xFFFFFFFF
 
+# Limits (docs/FORMAT.md section 12). A reader checks them on the headers, before it reads or
+# allocates anything in proportion to the numbers a header claims; a writer refuses to exceed
+# them, so every stream svcodec writes is one it reads.
+MAX_WIDTH = 8192  # pixels per view
+MAX_HEIGHT = 8192
+MAX_PIXELS = 8192 * 4320  # per view and frame: 8K UHD, 35.4 Mpixel
+MAX_FRAME_COUNT = (1 << 24) - 1  # 16,777,215 frames: 6.4 days at 30 fps
+MAX_GOP_SIZE = 4096  # frames per GOP: a reader holds one GOP's bytes in memory
+MAX_SUBSTREAMS = 64  # per access unit: 2 views x (2 hyperpriors + latent slices) and room to grow
+MAX_SLOT = 63
+MIN_FRAME_BYTES = 18  # an access unit is at least its header (14) and CRC (4)
+
+
+def check_model_name(name: str) -> None:
+    """A stream names weights by a plain file name (resolved in the weights folder), never a path:
+    a crafted stream must not make a decoder read a file of its choosing."""
+    if name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\:\0"):
+        raise ValueError(f"model_name {name!r} is not a plain name (no path, no leading dot)")
+
+
+def check_frame_size(width: int, height: int) -> None:
+    """Frame size limits of docs/FORMAT.md section 12 (ValueError)."""
+    if not (1 <= width <= MAX_WIDTH and 1 <= height <= MAX_HEIGHT and width * height <= MAX_PIXELS):
+        raise ValueError(f"frame size {width}x{height} is beyond the limits of .svc "
+                         f"({MAX_WIDTH}x{MAX_HEIGHT}, {MAX_PIXELS:,} pixels per view)")
+
 _SEQ_BODY = struct.Struct("<HHIIIHBHf16s")  # + name_length(1) + name
 assert _SEQ_BODY.size + 1 == SEQ_BODY_FIXED
 _GOP = struct.Struct("<IIHI")
@@ -192,10 +218,11 @@ class SequenceHeader:
     def validate(self) -> None:
         _check_int("width", self.width, 1, 0xFFFF)
         _check_int("height", self.height, 1, 0xFFFF)
+        check_frame_size(self.width, self.height)
         _check_int("fps_num", self.fps_num, 1, U32_MAX)
         _check_int("fps_den", self.fps_den, 1, U32_MAX)
-        _check_int("frame_count", self.frame_count, 0, U32_MAX)
-        _check_int("gop_size", self.gop_size, 1, 0xFFFF)
+        _check_int("frame_count", self.frame_count, 0, MAX_FRAME_COUNT)
+        _check_int("gop_size", self.gop_size, 1, MAX_GOP_SIZE)
         _check_int("colour", self.colour, 0, max(Colour))
         _check_int("flags", self.flags, 0, 0)  # reserved: no flag is defined yet
         try:
@@ -208,6 +235,7 @@ class SequenceHeader:
             raise ValueError(f"model_id must be {MODEL_ID_SIZE} bytes")
         if not isinstance(self.model_name, str) or len(self.model_name.encode("utf-8")) > 255:
             raise ValueError("model_name must be a str of at most 255 UTF-8 bytes")
+        check_model_name(self.model_name)
 
     @property
     def fps(self) -> float:
@@ -277,7 +305,7 @@ def parse_sequence_header(buf: bytes, file_size: int) -> tuple[SequenceHeader, i
 
 def patch_frame_count(header: bytes, frame_count: int) -> bytes:
     """Rewrite frame_count (and the CRC) of a serialised header; same length."""
-    _check_int("frame_count", frame_count, 0, U32_MAX)
+    _check_int("frame_count", frame_count, 0, MAX_FRAME_COUNT)
     b = bytearray(header)
     struct.pack_into("<I", b, FILE_HEADER_FIXED + 12, frame_count)
     struct.pack_into("<I", b, len(b) - CRC_SIZE, crc32(b[:-CRC_SIZE]))
@@ -303,7 +331,7 @@ class GopHeader:
     def to_bytes(self) -> bytes:
         _check_int("gop index", self.index, 0, U32_MAX)
         _check_int("first_frame", self.first_frame, 0, U32_MAX)
-        _check_int("GOP frame_count", self.frame_count, 1, 0xFFFF)
+        _check_int("GOP frame_count", self.frame_count, 1, MAX_GOP_SIZE)
         _check_int("GOP data_length", self.data_length, 0, U32_MAX)
         b = _GOP.pack(self.index, self.first_frame, self.frame_count, self.data_length)
         return b + struct.pack("<I", crc32(b))
@@ -365,12 +393,12 @@ def check_access_unit(au: AccessUnit, expected_index: int, first_in_gop: bool) -
     if first_in_gop and au.frame_type != FrameType.I:
         raise ValueError("a GOP must start with an I-frame")
     _check_int("recon_crc32", au.recon_crc32, 0, U32_MAX)
-    _check_int("substream count", len(au.substreams), 0, 255)
+    _check_int("substream count", len(au.substreams), 0, MAX_SUBSTREAMS)
     seen = set()
     for s in au.substreams:
         _check_int("substream view", s.view, 0, max(View))
         _check_int("substream kind", s.kind, 0, max(SubstreamKind))
-        _check_int("substream slot", s.slot, 0, 255)
+        _check_int("substream slot", s.slot, 0, MAX_SLOT)
         hyper = s.kind in (SubstreamKind.TEXTURE_HYPER, SubstreamKind.MOTION_HYPER)
         if hyper != (s.slot == 0):
             raise ValueError(f"substream kind {s.kind} cannot use slot {s.slot}")
@@ -410,6 +438,8 @@ def parse_access_unit(buf, pos: int, end: int, expected_index: int,
         raise BitstreamError(f"{what}: checksum mismatch (corrupt or truncated stream)")
     cur = _Cursor(buf, pos, au_end - CRC_SIZE, what)
     _, frame_index, frame_type, count, recon = cur.unpack(_AU_HEAD)
+    if count > MAX_SUBSTREAMS:
+        raise BitstreamError(f"{what}: {count} substreams, more than the limit of {MAX_SUBSTREAMS}")
     table = []
     for _ in range(count):
         view, kind, slot = cur.take(3)

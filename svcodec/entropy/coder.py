@@ -65,31 +65,58 @@ class SubstreamEncoder:
         return self._enc.get_compressed().astype("<u4").tobytes()
 
 
+# Words appended to the second decoder's copy of a substream (see SubstreamDecoder).
+_PROBE_PAD = np.array([0xFFFFFFFF, 0xA5A5A5A5, 0x5A5A5A5A, 0xFFFFFFFF], dtype=np.uint32)
+
+
 class SubstreamDecoder:
+    """Decodes one substream and detects reading past its end.
+
+    constriction's range decoder never says it ran out of data: past the end it decodes on
+    as if the substream continued with zero words. A valid substream's symbols do not depend
+    on anything after its last word (the encoder's final words pin them down), so a second
+    decoder, run in step on the same words followed by other padding, must decode the same
+    symbols; when they differ, the symbols came from bytes the substream does not have.
+    """
+
     def __init__(self, data: bytes):
         import constriction
 
         if len(data) % 4:
             raise BitstreamError("substream length is not a multiple of 4 bytes")
-        self._dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+        words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+        self._dec = constriction.stream.queue.RangeDecoder(words)
+        self._probe = constriction.stream.queue.RangeDecoder(np.concatenate([words, _PROBE_PAD]))
+        self._empty = len(words) == 0
+
+    def _decode(self, model, n=None):
+        a = self._dec.decode(model) if n is None else self._dec.decode(model, n)
+        b = self._probe.decode(model) if n is None else self._probe.decode(model, n)
+        if not np.array_equal(a, b):
+            raise BitstreamError("range decoder read past the end of its substream "
+                                 "(truncated or corrupt stream)")
+        return a
 
     def decode_symbols(self, table_ids: np.ndarray, tables: tuple[SymbolTable, ...]) -> np.ndarray:
         out = np.zeros(table_ids.size, dtype=np.int64)
+        if self._empty and table_ids.size:  # an encoder writes at least one word per symbol group
+            raise BitstreamError(f"substream is empty but {table_ids.size} symbols are coded in it "
+                                 "(truncated or corrupt stream)")
         pending = []  # (flat position, sign, base) of escaped values, in encoder order
         try:
             for tid, pos in _groups(table_ids):
                 t = tables[tid]
-                idx = np.asarray(self._dec.decode(t.model, len(pos)), dtype=np.int64)
+                idx = np.asarray(self._decode(t.model, len(pos)), dtype=np.int64)
                 out[pos] = idx + t.low - 1
                 below, above = idx == 0, idx == len(t.counts) - 1
                 pending.extend((p, -1, t.low - 1) for p in pos[below])
                 pending.extend((p, 1, t.high + 1) for p in pos[above])
             for p, sign, base in pending:
-                nbits = int(self._dec.decode(_uniform(_MAX_ESCAPE_BITS + 1)))
+                nbits = int(self._decode(_uniform(_MAX_ESCAPE_BITS + 1)))
                 e = 0
                 for shift in range(0, nbits, 8):
                     width = min(8, nbits - shift)
-                    e |= int(self._dec.decode(_uniform(1 << width))) << shift
+                    e |= int(self._decode(_uniform(1 << width))) << shift
                 out[p] = base + sign * e
         except (ValueError, RuntimeError, OverflowError, AssertionError) as exc:  # constriction: corrupt data
             raise BitstreamError(f"range decoder failed: {exc}") from None

@@ -38,6 +38,9 @@ DEFAULT_IMAGE_FPS = Fraction(30)
 _RATE_TOLERANCE = 1e-4
 _GREY_PIX_PREFIXES = ("gray", "ya", "mono")
 _GREY_IMAGE_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N")
+# FFmpeg renders text and text-mode art as video (640x400 for a .txt file): not footage.
+_TEXT_DEMUXERS = {"tty", "bin", "xbin", "idf", "adf"}
+_TEXT_CODECS = {"ansi", "bintext", "xbin", "idf"}
 
 
 def _reason(exc: BaseException) -> str:
@@ -88,6 +91,7 @@ class _View:
     grey: bool
     description: str
     images: list[str] | None = None  # set for image folders
+    notices: list[str] = field(default_factory=list)  # accepted, but the user should know
 
     def frames(self) -> Iterator[np.ndarray]:
         if self.images is not None:
@@ -117,10 +121,20 @@ def _open_container(path: str):
     return container
 
 
+def _bits_per_sample(fmt) -> int:
+    try:
+        return max(c.bits for c in fmt.components)
+    except (AttributeError, ValueError):
+        return 8
+
+
 def _probe_video(path: str) -> _View:
     container = _open_container(path)
     try:
         stream = container.streams.video[0]
+        if container.format.name in _TEXT_DEMUXERS or stream.codec_context.name in _TEXT_CODECS:
+            raise InputError(f"{path}: not a video (FFmpeg reads it as text, {container.format.name})")
+        has_audio = bool(container.streams.audio)
         fps = stream.average_rate or stream.guessed_rate or stream.base_rate
         # Decode one frame: headers can claim a size/format the data does not have,
         # and a stream can exist yet hold no frames.
@@ -135,6 +149,12 @@ def _probe_video(path: str) -> _View:
         raise InputError(f"{path}: video stream has no frames")
     if not fps or fps <= 0:
         raise InputError(f"{path}: video stream has no frame rate")
+    notices = []
+    bits = _bits_per_sample(first.format)
+    if bits > 8:
+        notices.append(f"{path}: {bits} bits per sample ({first.format.name}), coded as 8-bit RGB")
+    if has_audio:
+        notices.append(f"{path}: has audio; svc codes the video only")
     return _View(
         path=path,
         width=first.width,
@@ -143,6 +163,7 @@ def _probe_video(path: str) -> _View:
         frame_count=frame_count,
         grey=_is_grey_pix_fmt(first.format.name),
         description=f"{os.path.basename(path)} ({codec}, {first.format.name})",
+        notices=notices,
     )
 
 
@@ -208,6 +229,7 @@ class StereoSource:
     _left: _View = field(repr=False)
     _right: _View | None = field(repr=False)  # None: _left is side-by-side
     _open: list = field(default_factory=list, repr=False)
+    notices: list[str] = field(default_factory=list)  # one line each: input accepted with a caveat
 
     def frames(self, max_frames: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         left = self._left.frames()
@@ -319,6 +341,11 @@ def open_stereo(
 
     # Report a count only when every view knows it; otherwise the codec counts as it streams.
     frame_count = lv.frame_count if rv is None or rv.frame_count is not None else None
+    notices = [n for v in (lv, rv) if v is not None for n in v.notices]
+    videos = [v.path for v in (lv, rv) if v is not None and v.images is None]
+    if fps is not None and videos:
+        notices.append(f"--fps {fps} applies to image folders only; {videos[0]} keeps its own "
+                       f"{_fps_text(lv.fps)} fps")
     count_text = f"{frame_count} frames" if frame_count is not None else "frame count unknown"
     return StereoSource(
         width=width,
@@ -329,4 +356,5 @@ def open_stereo(
         description=f"{desc}: {width}x{lv.height}, {_fps_text(lv.fps)} fps, {count_text}",
         _left=lv,
         _right=rv,
+        notices=notices,
     )
