@@ -269,16 +269,30 @@ def test_corrupt_substream_never_crashes_with_another_exception():
     assert raised > 0  # constriction does detect some corruption: it must come out as BitstreamError
 
 
-@pytest.mark.parametrize("cut", [4, 8, 12, "half", "minus4"])
-def test_truncated_substream(cut):
-    vals, ids = mixed_symbols(800, 4)
+@pytest.mark.parametrize("seed", [4, 5])
+def test_truncated_substream_is_detected_at_every_cut(seed):
+    """constriction decodes on from an exhausted buffer; SubstreamDecoder must notice that the
+    symbols came from words the substream does not have, whatever the cut."""
+    vals, ids = mixed_symbols(800, seed)
     data = encode(vals, ids)
-    n = {"half": len(data) // 8 * 4, "minus4": len(data) - 4}.get(cut, cut)
-    try:
-        out = decode(data[:n], ids)
-    except BitstreamError:
-        return
-    assert not np.array_equal(out, vals)
+    past_end = 0
+    for n in range(0, len(data), 4):
+        with pytest.raises(BitstreamError) as exc:
+            decode(data[:n], ids)
+        past_end += "past the end" in str(exc.value)
+    assert past_end > len(data) // 8  # most cuts are caught by the new check, not by luck
+    np.testing.assert_array_equal(decode(data, ids), vals)
+
+
+def test_reading_past_the_end_is_detected_in_later_calls():
+    """Several decode_symbols calls on one substream (as the codec does per slice): a substream
+    that holds only the first call's symbols fails in the second."""
+    vals, ids = mixed_symbols(300, 7)
+    first = encode(vals, ids)
+    dec = SubstreamDecoder(first)
+    np.testing.assert_array_equal(dec.decode_symbols(ids, TABLES), vals)
+    with pytest.raises(BitstreamError, match="past the end"):
+        dec.decode_symbols(ids, TABLES)
 
 
 def test_garbage_substreams_only_raise_bitstream_error():
