@@ -1,34 +1,43 @@
-"""Resumable training of the variable-rate ELIC I-frame model on CPU (or a GPU when present).
+"""Resumable training of the variable-rate ELIC I-frame model (CPU, one GPU, or torchrun).
 
-    python -m svcodec.train.train_intra --ckpt runs/intra.pt --hours 2
+    python -m svcodec.train intra --ckpt runs/intra.pt --minutes 120 [--init elic_small_vr]
+    torchrun --nproc-per-node 2 -m svcodec.train intra --ckpt runs/intra.pt --minutes 10
 
 Loss per image: lambda_r * MSE(x, x_hat) + bpp, with x in [0, 1] and lambda_r the paper's
 MSE lambdas (256, 512, 1024, 2048) for rate points 0..3. Each sample in a batch draws its own
 rate (mostly the four points, sometimes a fractional rate so interpolation stays usable).
-The checkpoint is rewritten atomically every `--save-every` steps and on exit; rerunning the
-same command continues where it stopped.
+The checkpoint (model, optimizers, step, data sampler position, RNG) is rewritten atomically
+every few minutes, at the end of the budget and on SIGTERM/SIGINT; rerunning the same command
+continues at the step it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import time
-from pathlib import Path
 
 import torch
 
 from ..nn.elic import PAPER, SMALL, ElicConfig, ElicIntraCodec
 from ..zoo import load_intra
+from .common import (Budget, Meter, Run, add_common_args, autocast_submodules, budget_minutes,
+                     load_checkpoint, prefetched, prepare_model, restore_rng, rng_state, save_atomic,
+                     to_device)
 from .data import DEFAULT_DATA, CropSampler, training_groups
 
 LAMBDAS = (256.0, 512.0, 1024.0, 2048.0)
+# A few-second network for tests and smoke runs (not for shipping).
+TINY = ElicConfig(N=16, M=32, Nz=16, groups=[8, 8, 16], res_blocks=0)
+CONFIGS = {"small": SMALL, "paper": PAPER, "tiny": TINY}
+# The entropy bottleneck's quantiles are trained by their own auxiliary loss.
+AUX_PARAMS = ("entropy_bottleneck.quantiles",)
+
+__all__ = ["LAMBDAS", "lambda_for", "sample_rates", "save_atomic", "main"]
 
 
 def lambda_for(rate: torch.Tensor) -> torch.Tensor:
     """Log-linear in the rate index, matching the gain interpolation."""
-    lo = torch.tensor(LAMBDAS[0])
+    lo = torch.tensor(LAMBDAS[0], device=rate.device)
     return lo * (2.0 ** rate)
 
 
@@ -39,100 +48,120 @@ def sample_rates(n: int, num_rates: int, gen: torch.Generator) -> torch.Tensor:
     return torch.where(pick, cont, discrete)
 
 
-def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m svcodec.train intra", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(ap, DEFAULT_DATA)
+    ap.add_argument("--config", choices=sorted(CONFIGS), default="small",
+                    help="network size for a new run (a resumed run keeps its checkpoint's)")
+    ap.add_argument("--stage", default="all", choices=["all"], help="intra has one stage")
+    ap.add_argument("--batch", type=int, default=None, help="per process (default: 8 cpu, 32 cuda)")
+    ap.add_argument("--crop", type=int, default=None, help="default: 128 cpu, 256 cuda")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--derived", type=float, default=0.25,
+                    help="share of mono crops replaced by a derived second view")
+    return ap.parse_args(argv)
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", type=Path, required=True)
-    ap.add_argument("--data", default=DEFAULT_DATA)
-    ap.add_argument("--config", choices=["small", "paper"], default="small",
-                    help="network size for a new run (a resumed run keeps its checkpoint's)")
-    ap.add_argument("--init", default=None,
-                    help="start a new run from shipped weights (name or .safetensors), e.g. to keep "
-                         "training elic_small_vr without its checkpoint; the optimizer starts fresh")
-    ap.add_argument("--hours", type=float, default=1.0, help="wall-clock budget of this run")
-    ap.add_argument("--steps", type=int, default=10**9, help="stop at this total step count")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--crop", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--save-every", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_args(argv)
+    run = Run.start(args)
+    cuda = run.device.type == "cuda"
+    batch = args.batch or (32 if cuda else 8)
+    crop = args.crop or (256 if cuda else 128)
 
-    state = torch.load(args.ckpt, map_location="cpu") if args.ckpt.exists() else None
+    state = load_checkpoint(args.ckpt)
+    torch.manual_seed(run.seed(0))  # same initial weights for the same command (ranks get rank 0's)
     init = load_intra(args.init).model if (args.init and not state) else None
     if state:
         cfg = ElicConfig(**state["config"])
     else:
-        cfg = init.cfg if init else {"small": SMALL, "paper": PAPER}[args.config]
+        cfg = init.cfg if init else CONFIGS[args.config]
     model = ElicIntraCodec(cfg)
     if init:
         model.load_state_dict(init.state_dict())
-    model.to(args.device)
-    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
-    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
-    opt = torch.optim.Adam(main_params, lr=args.lr)
-    aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
+    main_params = [p for n, p in model.named_parameters() if n not in AUX_PARAMS]
+    aux_params = [p for n, p in model.named_parameters() if n in AUX_PARAMS]
     step, seconds = 0, 0.0
     if state:
         model.load_state_dict(state["model"])
+        step, seconds = state["step"], state["seconds"]
+    prepare_model(model, run)
+    opt = torch.optim.Adam(main_params, lr=args.lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
+    if state:
         opt.load_state_dict(state["opt"])
         aux_opt.load_state_dict(state["aux_opt"])
-        step, seconds = state["step"], state["seconds"]
         for g in opt.param_groups:
             g["lr"] = args.lr
-    sampler = CropSampler(training_groups(args.data), args.crop, seed=step)
-    gen = torch.Generator().manual_seed(step + 1)
+    autocast_submodules(model, ["g_a", "g_s"], run)
+    net = run.wrap(model, ignore=list(AUX_PARAMS))
 
-    stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    sampler = CropSampler(training_groups(args.data), crop, seed=run.seed(step), derived_p=args.derived)
+    gen = torch.Generator().manual_seed(run.seed(step) + 1)
+    torch.manual_seed(run.seed(step) + 2)
+    data_state = restore_rng((state or {}).get("rng"), run, gen)
+    if data_state is not None:
+        sampler.state = data_state
+    resumed = f"resumed at step {step}" if state else ("from " + args.init if init else f"new {args.config}")
+    run.log(f"intra: {resumed}; {sum(p.numel() for p in model.parameters())} parameters; "
+            f"device {run.device} x{run.world}, batch {batch}x{crop}px per process, bf16 {run.bf16}, "
+            f"data {args.data} ({len(sampler.groups)} groups)")
+
+    def make():
+        b = sampler.batch(batch)
+        return b, sampler.state
+
+    batches = prefetched(make, run.prefetch_depth(args), pin=cuda)
+    data_pos = sampler.state
 
     def checkpoint():
-        save_atomic(
-            {"config": cfg.to_dict(), "model": model.state_dict(), "opt": opt.state_dict(),
-             "aux_opt": aux_opt.state_dict(), "step": step, "seconds": seconds,
-             "lambdas": LAMBDAS, "crop": args.crop, "batch": args.batch, "data": str(args.data),
-             "init": (state or {}).get("init") or args.init},
-            args.ckpt,
-        )
+        rng = rng_state(run, data_pos, gen)  # collective: every rank takes part
+        if run.main:
+            save_atomic(
+                {"config": cfg.to_dict(), "model": model.state_dict(), "opt": opt.state_dict(),
+                 "aux_opt": aux_opt.state_dict(), "step": step, "seconds": seconds,
+                 "lambdas": LAMBDAS, "crop": crop, "batch": batch * run.world, "data": str(args.data),
+                 "init": (state or {}).get("init") or args.init, "rng": rng,
+                 "device": torch.cuda.get_device_name(run.device) if cuda else "cpu",
+                 "format": 2},
+                args.ckpt,
+            )
 
-    t_end = time.time() + args.hours * 3600
-    ema = None
-    while step < args.steps and time.time() < t_end and not stop["now"]:
+    budget = Budget(budget_minutes(args), args.save_minutes, args.steps)
+    meter = Meter(run, args.log_seconds)
+    step_s = 0.0
+    while budget.keep_going(run, step, step_s):
         t0 = time.time()
-        x = sampler.batch(args.batch).to(args.device)
-        rate = sample_rates(x.shape[0], cfg.num_rates, gen).to(args.device)
-        out = model(x, rate)
+        x, data_pos = next(batches)
+        x = to_device(x, run)
+        rate = sample_rates(x.shape[0], cfg.num_rates, gen).to(run.device)
+        out = net(x, rate)
         pixels = x.shape[2] * x.shape[3]
         mse = ((out["x_hat"] - x) ** 2).mean(dim=(1, 2, 3))
         bpp = (out["y_bits"] + out["z_bits"]) / pixels
-        loss = (lambda_for(rate).to(x.device) * mse + bpp).mean()
+        loss = (lambda_for(rate) * mse + bpp).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(main_params, 1.0)
         opt.step()
         aux_opt.zero_grad(set_to_none=True)
         model.entropy_bottleneck.loss().backward()
+        run.mean_([p.grad for p in aux_params])
         aux_opt.step()
         step += 1
-        seconds += time.time() - t0
-        psnr = (-10 * torch.log10(mse.detach().clamp_min(1e-10))).mean().item()
-        cur = (loss.item(), bpp.mean().item(), psnr)
-        ema = cur if ema is None else tuple(0.98 * a + 0.02 * b for a, b in zip(ema, cur))
-        if step % 20 == 0:
-            print(f"step {step} loss {ema[0]:.4f} bpp {ema[1]:.4f} psnr {ema[2]:.2f} "
-                  f"({seconds / 3600:.2f} h, {(time.time() - t0):.2f} s/step)", flush=True)
-        if step % args.save_every == 0:
+        step_s = time.time() - t0
+        seconds += step_s
+        psnr = (-10 * torch.log10(mse.detach().clamp_min(1e-10))).mean()
+        meter.add(x.shape[0] * pixels, loss=loss.item(), bpp=bpp.mean().item(), psnr=psnr.item())
+        meter.maybe_log(step, extra=f"{seconds / 3600:.3f} h")
+        if budget.checkpoint_due(run, step, args.save_every):
             checkpoint()
+    meter.maybe_log(step, force=True, extra=f"{seconds / 3600:.3f} h")
     checkpoint()
-    print(f"saved {args.ckpt} at step {step}")
+    why = "stop signal" if budget.stop_requested else "budget/steps reached"
+    run.log(f"saved {args.ckpt} at step {step} ({why})")
+    run.close()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,342 @@
+"""Machinery every trainer shares: device setup, distributed runs, the time budget and stop
+flag, atomic checkpoints with RNG state, the log line, and batch prefetching.
+
+A trainer's loop looks like:
+
+    run = Run.start(args)                    # device, DDP (torchrun env), threads, TF32
+    budget = Budget(args.minutes, save_minutes=args.save_minutes)
+    while budget.keep_going(run, step):      # time, SIGTERM/SIGINT, --steps; agreed by all ranks
+        ...one step...
+        if budget.checkpoint_due(): save ...
+    save ...; run.close()
+
+Only rank 0 writes checkpoints and log lines; every rank seeds its own data stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.distributed as dist
+
+
+# -- command-line flags every trainer accepts -------------------------------------------------
+def add_common_args(ap: argparse.ArgumentParser, default_data: str) -> None:
+    ap.add_argument("--ckpt", type=Path, required=True, help="checkpoint; rerunning resumes it")
+    ap.add_argument("--data", default=default_data, help="data dir or training pack (same layout)")
+    ap.add_argument("--init", default=None, help="start a new run from these weights")
+    ap.add_argument("--minutes", type=float, default=None, help="wall-clock budget of this run")
+    ap.add_argument("--hours", type=float, default=None, help="same budget in hours (older flag)")
+    ap.add_argument("--steps", type=int, default=10**9, help="stop at this total step count")
+    ap.add_argument("--save-minutes", type=float, default=3.0, help="checkpoint at least this often")
+    ap.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (0: off)")
+    ap.add_argument("--log-seconds", type=float, default=30.0, help="log line interval")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads per process")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                    help="default: cuda when available")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                    help="bf16 autocast for the transforms (default: on for cuda)")
+    ap.add_argument("--prefetch", type=int, default=None,
+                    help="batches prepared ahead in a thread (default: 4 on cuda, 0 on cpu)")
+
+
+def budget_minutes(args) -> float:
+    if args.minutes is not None:
+        return args.minutes
+    if args.hours is not None:
+        return args.hours * 60
+    return 60.0
+
+
+# -- device and process group -----------------------------------------------------------------
+@dataclass
+class Run:
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    bf16: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @classmethod
+    def start(cls, args) -> "Run":
+        """Sets up the device and, when started by torchrun (WORLD_SIZE > 1), the process group:
+        nccl on CUDA, gloo on CPU."""
+        kind = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise SystemExit("error: --device cuda but torch sees no CUDA device")
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.set_num_threads(max(1, args.threads))
+        if kind == "cuda":
+            torch.cuda.set_device(local_rank)
+            device = torch.device("cuda", local_rank)
+            # TF32 for the float32 parts, autotuned convolutions (fixed crop sizes)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
+        else:
+            device = torch.device("cpu")
+        if world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if kind == "cuda" else "gloo")
+        bf16 = args.bf16 if args.bf16 is not None else kind == "cuda"
+        return cls(device, rank, world, local_rank, bf16)
+
+    def prefetch_depth(self, args) -> int:
+        if args.prefetch is not None:
+            return args.prefetch
+        return 4 if self.device.type == "cuda" else 0
+
+    def seed(self, base: int) -> int:
+        """Per-rank seed, so ranks draw different samples (the DistributedSampler idea)."""
+        return base * 1009 + self.rank
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if it is true on any (so all ranks stop at the same step)."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def gather(self, obj):
+        """List of obj from every rank (on every rank)."""
+        if not self.distributed:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def mean_(self, tensors) -> None:
+        """Average tensors in place across ranks (gradients DDP does not handle)."""
+        if not self.distributed:
+            return
+        for t in tensors:
+            if t is not None:
+                dist.all_reduce(t, op=dist.ReduceOp.SUM)
+                t.div_(self.world)
+
+    def wrap(self, model: torch.nn.Module, ignore: list[str] = ()) -> torch.nn.Module:
+        """DistributedDataParallel around model when distributed; `ignore` names parameters
+        DDP must leave alone (e.g. ones trained by a separate auxiliary loss)."""
+        if not self.distributed:
+            return model
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        if ignore:
+            DDP._set_params_and_buffers_to_ignore_for_model(model, list(ignore))
+        ids = [self.local_rank] if self.device.type == "cuda" else None
+        return DDP(model, device_ids=ids)
+
+    def log(self, msg: str) -> None:
+        if self.main:
+            print(msg, flush=True)
+
+    def close(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def prepare_model(model: torch.nn.Module, run: Run) -> torch.nn.Module:
+    model.to(run.device)
+    if run.device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def to_device(x: torch.Tensor, run: Run) -> torch.Tensor:
+    if run.device.type != "cuda":
+        return x
+    if not x.is_pinned():
+        x = x.pin_memory()
+    x = x.to(run.device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def autocast_submodules(model: torch.nn.Module, names: list[str], run: Run) -> None:
+    """Run the named submodules (the analysis/synthesis transforms) under bf16 autocast and
+    hand float32 back, so the entropy model's likelihoods stay in float32. Patches the
+    instances' forward only: parameter names and the state dict are unchanged."""
+    if not run.bf16:
+        return
+    for name in names:
+        mod = model.get_submodule(name)
+        inner = mod.forward
+
+        def forward(*a, _inner=inner, **kw):
+            with torch.autocast(run.device.type, dtype=torch.bfloat16):
+                out = _inner(*a, **kw)
+            return out.float() if torch.is_tensor(out) else out
+
+        mod.forward = forward
+
+
+# -- time budget and stop flag ----------------------------------------------------------------
+class Budget:
+    """Wall-clock budget, SIGTERM/SIGINT stop flag and checkpoint timer."""
+
+    def __init__(self, minutes: float, save_minutes: float = 3.0, max_steps: int = 10**9):
+        self.t0 = time.time()
+        self.end = self.t0 + minutes * 60
+        self.save_every_s = save_minutes * 60
+        self.last_save = self.t0
+        self.max_steps = max_steps
+        self.stop_requested = False
+        self.step_s = 0.0  # longest step seen, so the last step still ends inside the budget
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        self.stop_requested = True
+
+    def keep_going(self, run: Run, step: int, step_seconds: float = 0.0) -> bool:
+        self.step_s = max(self.step_s * 0.9, step_seconds)
+        done = self.stop_requested or step >= self.max_steps or time.time() + self.step_s >= self.end
+        return not run.any(done)
+
+    def checkpoint_due(self, run: Run, step: int = 0, every_steps: int = 0) -> bool:
+        """True on every rank when a periodic checkpoint is due on any (saving is collective)."""
+        due = time.time() - self.last_save >= self.save_every_s or bool(every_steps and step % every_steps == 0)
+        if run.any(due):
+            self.last_save = time.time()
+            return True
+        return False
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temporary name beside path, then rename: a crash never leaves a
+    half-written checkpoint under the real name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a file that is not a checkpoint: say which, stop
+        raise SystemExit(f"error: {path}: not a readable checkpoint ({type(e).__name__})")
+
+
+def rng_state(run: Run, data_state, rate_gen: torch.Generator) -> dict:
+    """This rank's random state (data sampler position, the trainer's generator, torch's
+    global RNG used for the quantization noise), gathered from all ranks."""
+    mine = {
+        "data": data_state,
+        "gen": rate_gen.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
+    }
+    return {"world": run.world, "ranks": run.gather(mine)}
+
+
+def restore_rng(saved: dict | None, run: Run, rate_gen: torch.Generator):
+    """Restores this rank's RNG from a checkpoint; returns the data sampler state (None when
+    the checkpoint has none or was written by a different number of ranks)."""
+    if not saved or saved.get("world") != run.world:
+        return None
+    mine = saved["ranks"][run.rank]
+    rate_gen.set_state(mine["gen"])
+    torch.set_rng_state(mine["torch"])
+    if mine.get("cuda") is not None and run.device.type == "cuda":
+        torch.cuda.set_rng_state(mine["cuda"], run.device)
+    return mine["data"]
+
+
+# -- log line ---------------------------------------------------------------------------------
+class Meter:
+    """Running means between log lines: steps/s, pixel throughput, loss, bpp, PSNR."""
+
+    def __init__(self, run: Run, every_s: float):
+        self.run, self.every_s = run, every_s
+        self.reset()
+
+    def reset(self):
+        self.t = time.time()
+        self.steps = self.pixels = 0
+        self.sums: dict[str, float] = {}
+
+    def add(self, pixels: int, **values: float):
+        self.steps += 1
+        self.pixels += pixels
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+
+    def maybe_log(self, step: int, force: bool = False, extra: str = "") -> None:
+        dt = time.time() - self.t
+        if not self.steps or (dt < self.every_s and not force):
+            return
+        vals = " ".join(f"{k} {v / self.steps:.4f}" if k != "psnr" else f"psnr {v / self.steps:.2f}"
+                        for k, v in self.sums.items())
+        # pixels of all ranks: each rank draws the same batch size
+        mpix = self.pixels * self.run.world / dt / 1e6
+        self.run.log(f"step {step} {vals} | {self.steps / dt:.2f} steps/s {mpix:.3f} Mpix/s"
+                     + (f" | {extra}" if extra else ""))
+        self.reset()
+
+
+# -- batch prefetching ------------------------------------------------------------------------
+def prefetched(make: Callable[[], tuple], depth: int, pin: bool) -> Iterator[tuple]:
+    """Yields make() results, prepared `depth` ahead in a thread (numpy crops and pinning
+    overlap the GPU step). make() returns (batch, sampler_state_after_this_batch), so a
+    checkpoint records the position of the last batch consumed, not the last prepared."""
+    if depth <= 0:
+        while True:
+            yield make()
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work():
+        while not stop.is_set():
+            try:
+                batch, state = make()
+                item = (batch.pin_memory() if pin else batch, state)
+            except BaseException as e:  # hand the error to the training loop
+                item = e
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
+
+    th = threading.Thread(target=work, daemon=True)
+    th.start()
+    try:
+        while True:
+            item = q.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()

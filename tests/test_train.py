@@ -1,0 +1,220 @@
+"""Training machinery: the entry point resumes where it stopped (also after SIGTERM), two
+gloo processes train together, the pack is deterministic and readable by the loaders, the
+video decoder falls back to OpenCV, and derived second views move content by the disparity.
+
+All data here is generated under tmp_path; nothing reads ../shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import smooth_frames, stereo_frames, write_video
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_RUN = ["--config", "tiny", "--crop", "64", "--batch", "2", "--threads", "1", "--log-seconds", "0", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """A data dir with the shared layout: a stereo clip, a mono clip, two still pairs, and an
+    evaluation clip under stereo/ that training and packing must never read."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "stereo_video").mkdir()
+    (root / "mono_video").mkdir()
+    lefts, rights = stereo_frames(4, 96, 128, seed=1)
+    write_video(root / "stereo_video" / "clip_left.mp4", lefts, codec="libx264rgb")
+    write_video(root / "stereo_video" / "clip_right.mp4", rights, codec="libx264rgb")
+    write_video(root / "mono_video" / "mono.mp4", smooth_frames(5, 80, 112, seed=2), codec="libx264rgb")
+    for i in range(2):
+        d = root / "stereo_pairs" / "cam"
+        d.mkdir(parents=True, exist_ok=True)
+        l, r = stereo_frames(1, 72, 100, seed=10 + i)
+        Image.fromarray(l[0]).save(d / f"p{i}_L.png")
+        Image.fromarray(r[0]).save(d / f"p{i}_R.png")
+    ev = root / "stereo" / "evalclip" / "left"
+    ev.mkdir(parents=True)
+    Image.fromarray(lefts[0]).save(ev / "0000.png")
+    return root
+
+
+def _env(tmp_path: Path) -> dict:
+    env = dict(os.environ, SVC_CACHE=str(tmp_path / "cache"), PYTHONWARNINGS="ignore", PYTHONUNBUFFERED="1",
+               OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _train(tmp_path, data_dir, ckpt, *extra, timeout=120):
+    cmd = [sys.executable, "-m", "svcodec.train", "intra", "--ckpt", str(ckpt), "--data", str(data_dir),
+           *TINY_RUN, *extra]
+    return subprocess.run(cmd, env=_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+
+
+def _ckpt(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_entry_point_trains_then_resumes_exactly(tmp_path, data_dir, monkeypatch):
+    from svcodec.train.train_intra import main as train_main
+
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    first = _train(tmp_path, data_dir, a, "--steps", "2", "--minutes", "1")
+    assert first.returncode == 0, first.stderr
+    assert "steps/s" in first.stdout and "Mpix/s" in first.stdout and "psnr" in first.stdout
+    assert _ckpt(a)["step"] == 2
+    second = _train(tmp_path, data_dir, a, "--steps", "4", "--minutes", "1")
+    assert second.returncode == 0, second.stderr
+    assert "resumed at step 2" in second.stdout
+    # the same 4 steps in one go, in this process (saves a second start-up)
+    monkeypatch.setenv("SVC_CACHE", str(tmp_path / "cache"))
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    threads = torch.get_num_threads()
+    try:
+        train_main(["--ckpt", str(b), "--data", str(data_dir), *TINY_RUN, "--steps", "4", "--minutes", "1"])
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+        torch.set_num_threads(threads)
+    ra, rb = _ckpt(a), _ckpt(b)
+    assert ra["step"] == rb["step"] == 4
+    # same data position, rates and noise after resuming: the same weights as one straight run
+    for k, v in rb["model"].items():
+        assert torch.equal(ra["model"][k], v), k
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_sigterm_checkpoints_and_exits(tmp_path, data_dir):
+    ckpt = tmp_path / "s.pt"
+    cmd = [sys.executable, "-m", "svcodec.train", "intra", "--ckpt", str(ckpt), "--data", str(data_dir),
+           *TINY_RUN, "--minutes", "5"]
+    p = subprocess.Popen(cmd, env=_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stdout:  # wait for the first logged step
+            if line.startswith("step "):
+                break
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    assert "stop signal" in out
+    assert _ckpt(ckpt)["step"] >= 1
+
+
+def test_torchrun_two_gloo_processes(tmp_path, data_dir):
+    ckpt = tmp_path / "ddp.pt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "svcodec.train", "intra", "--ckpt", str(ckpt), "--data", str(data_dir), *TINY_RUN,
+           "--steps", "2", "--minutes", "1"]
+    r = subprocess.run(cmd, env=_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "device cpu x2" in r.stdout
+    assert r.stdout.count("saved ") == 1  # rank 0 alone logs and saves
+    state = _ckpt(ckpt)
+    assert state["step"] == 2 and state["rng"]["world"] == 2
+    # each rank drew its own crops: the saved data positions differ
+    d0, d1 = (s["data"] for s in state["rng"]["ranks"])
+    assert d0 != d1
+
+
+def test_unknown_or_missing_model_is_one_line_error(capsys, monkeypatch):
+    from svcodec.train import __main__ as entry
+
+    assert entry.main(["nosuch"]) == 2
+    assert "unknown model 'nosuch'" in capsys.readouterr().err
+    monkeypatch.setitem(entry.TRAINERS, "later", "svcodec.train.not_written_yet")
+    assert entry.main(["later", "--minutes", "1"]) == 2
+    assert "not in this checkout yet" in capsys.readouterr().err
+
+
+def test_budget_stops_and_checkpoint_save_is_atomic(tmp_path):
+    from svcodec.train.common import Budget, Run, save_atomic
+
+    run = Run(torch.device("cpu"))
+    assert not Budget(0.0).keep_going(run, 0)
+    b = Budget(1.0, max_steps=3)
+    assert b.keep_going(run, 2) and not b.keep_going(run, 3)
+    b.stop_requested = True
+    assert not b.keep_going(run, 0)
+    path = tmp_path / "c.pt"
+    save_atomic({"step": 7}, path)
+    save_atomic({"step": 8}, path)
+    assert torch.load(path)["step"] == 8 and [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_cv2_fallback_decodes_like_pyav(tmp_path):
+    pytest.importorskip("cv2")
+    from svcodec.train.data import decode_video
+
+    path = write_video(tmp_path / "v.mp4", smooth_frames(3, 48, 64), codec="libx264rgb")
+    a = np.stack(decode_video(Path(path), backend="av")).astype(float)
+    b = np.stack(decode_video(Path(path), backend="cv2")).astype(float)
+    assert a.shape == b.shape == (3, 48, 64, 3)
+    assert np.abs(a - b).mean() < 1.0
+
+
+def test_warp_moves_content_by_the_disparity():
+    from svcodec.train.data import warp_horizontal
+
+    img = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    view, holes = warp_horizontal(img, np.full((40, 60), 5.0))
+    assert np.array_equal(view[:, :55], img[:, 5:])
+    assert holes[:, 55:].all() and not holes[:, :55].any()
+    # a near object (d=8) in front of a far background (d=2): the near one wins where both land
+    d = np.full((40, 60), 2.0)
+    d[:, 30:] = 8
+    view, holes = warp_horizontal(img, d)
+    assert np.array_equal(view[:, 22:52], img[:, 30:60])
+    assert np.array_equal(view[:, :20], img[:, 2:22])
+    assert holes[:, 52:].all()
+
+
+def test_derived_second_view_is_plausible():
+    from svcodec.train.data import derive_second_view
+
+    rng = np.random.default_rng(3)
+    img = smooth_frames(1, 64, 96)[0]
+    view, disp = derive_second_view(img, rng, max_disparity=6, photometric=False)
+    assert view.shape == img.shape and disp.shape == img.shape[:2]
+    assert 0 <= disp.min() and disp.max() <= 6 and disp.max() - disp.min() > 0.1
+    x = 40
+    d = int(np.rint(disp[:, x]).max())
+    assert d > 0  # the warp really moved content
+    noisy, _ = derive_second_view(img, np.random.default_rng(3), max_disparity=6)
+    assert not np.array_equal(noisy, view)  # its own gain/offset/noise
+
+
+def test_pack_is_deterministic_and_loadable(tmp_path, data_dir, monkeypatch):
+    from svcodec.train.data import training_groups
+    from svcodec.train.pack import main as pack_main
+
+    monkeypatch.setenv("SVC_CACHE", str(tmp_path / "cache"))
+    outs = [tmp_path / "p1", tmp_path / "p2"]
+    for o in outs:
+        assert pack_main(["--data", str(data_dir), "--out", str(o), "--side", "64", "--frames", "3"]) == 0
+    files = sorted(p.relative_to(outs[0]).as_posix() for p in outs[0].rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(outs[1]).as_posix() for p in outs[1].rglob("*") if p.is_file())
+    for f in files:
+        assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
+    assert "stereo_video/clip_left.mp4" in files and "mono_video/mono.mp4" in files
+    assert "stereo_pairs/cam/p0_L.webp" in files and not any(f.startswith("stereo/") for f in files)
+    m = json.loads((outs[0] / "manifest.json").read_text())
+    assert "derived" in m and all("evalclip" not in json.dumps(it) for it in m["items"])
+    clip = next(it for it in m["items"] if it["files"][0] == "stereo_video/clip_left.mp4")
+    assert clip["frame_range"] == [0, 3] and clip["size"] == [64, 64] and clip["source_size"] == [128, 96]
+    groups = training_groups(str(outs[0]))
+    assert len(groups["stereo_video/clip"]) == 4 and groups["stereo_video/clip"][0].shape == (64, 64, 3)
+    # an existing output is never overwritten
+    assert pack_main(["--data", str(data_dir), "--out", str(outs[0])]) == 2
