@@ -103,7 +103,10 @@ def test_cli_reports_hostile_streams_in_one_line(tmp_path, seed_stream, tiny_wei
             res = CliRunner().invoke(main, [str(a) for a in args], env={"SVC_DEBUG": None})
             lines = res.stderr.strip().splitlines()
             if res.exit_code == 0:
-                assert i >= 3, "a crafted stream was accepted"
+                if args[0] == "info":  # the container of crafted file 1 is sound; its payload is not
+                    assert i >= 1, "the crafted header was accepted"
+                    continue
+                assert i >= 3, "a crafted stream was decoded"
                 (tmp_path / "out.left.mkv").unlink()
                 (tmp_path / "out.right.mkv").unlink()
                 continue
