@@ -234,7 +234,10 @@ def decode(stream, output, overwrite, no_overwrite, fmt, device, weights, thread
     mode = _overwrite_mode(overwrite, no_overwrite)
     if threads is not None and threads < 1:
         raise click.BadParameter("--threads must be at least 1")
-    seq = SvcReader(stream).sequence  # headers, index and limits: a hostile file stops here
+    reader = SvcReader(stream)  # headers, index and limits: a hostile file stops here
+    for i in range(len(reader)):  # and every access unit's CRC and table, one GOP at a time
+        reader.read_gop(i)
+    seq = reader.sequence
     output = output or default_output_name(stream, fmt)
     paths = output_paths(output, fmt)
     check_outputs(paths, fmt, (stream,), mode)
