@@ -272,3 +272,41 @@ def test_trailer_layout(stream):
     (index_offset,) = struct.unpack_from("<Q", data, len(data) - TRAILER_SIZE)
     (count,) = struct.unpack_from("<I", data, index_offset)
     assert count == 3 and index_offset + 4 + 12 * count == len(data) - TRAILER_SIZE
+
+
+@pytest.mark.parametrize("extra", [b"\x00", b"garbage" * 3, b"\x89END" * 2])
+def test_appended_data_is_not_called_truncation(tmp_path, stream, extra):
+    """A whole stream with bytes after its trailer: the error says so (and where), instead of
+    calling the file truncated; a cut file is still called truncated."""
+    data = stream[2]
+    path = tmp_path / "appended.svc"
+    path.write_bytes(data + extra)
+    with pytest.raises(BitstreamError, match=f"{len(extra)} bytes of other data after the end of the stream"):
+        SvcReader(path)
+    path.write_bytes(data[:-3])
+    with pytest.raises(BitstreamError, match="truncated"):
+        SvcReader(path)
+
+
+def test_limits_are_enforced_before_reading(tmp_path):
+    """Headers that lie (valid CRCs) are refused on the header, naming the file."""
+    from svcodec.container.mutate import crafted_stream
+
+    cases = {"65535x65535": crafted_stream(65535, 65535, slices=4),
+             "8193x8": crafted_stream(8193, 8),
+             "frame_count=16777216": crafted_stream(8, 8, claimed_frames=1 << 24),
+             "more than": crafted_stream(8, 8, claimed_frames=1000),
+             "gop_size=4097": crafted_stream(8, 8, gop_size=4097),
+             "not a plain name": crafted_stream(8, 8, model_name="../weights/x"),
+             "66 substreams": crafted_stream(8, 8, slices=32)}
+    for message, data in cases.items():
+        path = tmp_path / "lie.svc"
+        path.write_bytes(data)
+        with pytest.raises(BitstreamError) as exc:
+            SvcReader(path).read_gop(0)
+        assert str(exc.value).startswith(f"{path}: ") and message in str(exc.value), (message, exc.value)
+    assert len(cases["65535x65535"]) == 175
+    # inside the limits the same builder makes a stream the reader accepts
+    path.write_bytes(crafted_stream(8192, 4320, frames=3, gop_size=2))
+    r = SvcReader(path)
+    assert (r.sequence.width, r.sequence.frame_count, len(r.gops)) == (8192, 3, 2)

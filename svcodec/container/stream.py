@@ -10,13 +10,15 @@ from typing import Iterator, Sequence
 
 from .. import fsutil
 from ..errors import BitstreamError, InputError
-from .format import (GOP_HEADER_SIZE, MIN_FRAME_BYTES, TRAILER_SIZE, AccessUnit, GopHeader, SequenceHeader,
+from .format import (END_MAGIC, GOP_HEADER_SIZE, MIN_FRAME_BYTES, TRAILER_SIZE, AccessUnit, GopHeader, SequenceHeader,
                      encode_access_unit, encode_index_and_trailer, parse_gop_data,
                      parse_gop_header, parse_index, parse_sequence_header, parse_trailer,
                      patch_frame_count)
 
 # Largest possible file + sequence header (body length is a uint16).
 _MAX_HEADER = 8 + 0xFFFF + 4
+# How far back from the end a misplaced trailer is looked for (to tell appended data from a cut).
+_TRAILING_SEARCH = 1 << 16
 
 
 def _os_message(path: str, e: OSError) -> str:
@@ -186,15 +188,19 @@ class SvcReader:
         if size < header_end + TRAILER_SIZE:
             raise BitstreamError("file is truncated: no end-of-stream trailer")
         trailer = self._read(f, size - TRAILER_SIZE, TRAILER_SIZE, "trailer")
-        index_offset = parse_trailer(trailer, size, header_end)
-        (count,) = struct.unpack("<I", self._read(f, index_offset, 4, "index"))
-        # Check the claimed length before reading it: a corrupt count must
-        # not make us allocate gigabytes.
-        index_len = size - TRAILER_SIZE - index_offset
-        if index_len != 4 + 12 * count:
-            raise BitstreamError(f"index: {count} entries do not fit between offset "
-                                 f"{index_offset} and the trailer (corrupt or truncated stream)")
-        entries = parse_index(self._read(f, index_offset, index_len, "index"), trailer)
+        try:
+            index_offset = parse_trailer(trailer, size, header_end)
+            (count,) = struct.unpack("<I", self._read(f, index_offset, 4, "index"))
+            # Check the claimed length before reading it: a corrupt count must
+            # not make us allocate gigabytes.
+            index_len = size - TRAILER_SIZE - index_offset
+            if index_len != 4 + 12 * count:
+                raise BitstreamError(f"index: {count} entries do not fit between offset "
+                                     f"{index_offset} and the trailer (corrupt or truncated stream)")
+            entries = parse_index(self._read(f, index_offset, index_len, "index"), trailer)
+        except BitstreamError:
+            self._trailing_data(f, size, header_end)  # a better message if the end was moved
+            raise
         if not entries:
             raise BitstreamError("index lists no GOP (an .svc stream holds at least one frame)")
         # GOPs must tile [header_end, index_offset) exactly, in index order,
@@ -223,6 +229,28 @@ class SvcReader:
         if frame != self.sequence.frame_count:
             raise BitstreamError(f"sequence header says {self.sequence.frame_count} frames, "
                                  f"the GOPs hold {frame} (corrupt stream)")
+
+    def _trailing_data(self, f, size: int, header_end: int) -> None:
+        """No trailer at the end: if a complete trailer sits a little earlier, the file is a whole
+        stream with bytes appended, not a truncated one; say so."""
+        start = max(header_end, size - _TRAILING_SEARCH)
+        tail = self._read(f, start, size - start, "trailer")
+        end = tail.rfind(END_MAGIC, 0, len(tail) - 1)  # one that ends before the file does
+        while end >= TRAILER_SIZE - len(END_MAGIC):
+            stream_end = start + end + len(END_MAGIC)
+            trailer = tail[end + len(END_MAGIC) - TRAILER_SIZE:end + len(END_MAGIC)]
+            try:
+                offset = parse_trailer(trailer, stream_end, header_end)
+                index_len = stream_end - TRAILER_SIZE - offset
+                (count,) = struct.unpack("<I", self._read(f, offset, 4, "index"))
+                if index_len != 4 + 12 * count:  # checked before reading: no large read on a guess
+                    raise BitstreamError("not an index")
+                parse_index(self._read(f, offset, index_len, "index"), trailer)
+            except BitstreamError:
+                end = tail.rfind(END_MAGIC, 0, end)
+                continue
+            raise BitstreamError(f"{size - stream_end} bytes of other data after the end of the stream "
+                                 f"(at offset {stream_end}): appended or corrupt file")
 
     def read_gop(self, i: int) -> list[AccessUnit]:
         """Access units of GOP ``i``; reads only that GOP's bytes, checks every CRC."""
