@@ -193,11 +193,12 @@ def autocast_submodules(model: torch.nn.Module, names: list[str], run: Run) -> N
 class Budget:
     """Wall-clock budget, SIGTERM/SIGINT stop flag and checkpoint timer."""
 
-    def __init__(self, minutes: float, save_minutes: float = 3.0, max_steps: int = 10**9):
-        self.t0 = time.time()
+    def __init__(self, minutes: float, save_minutes: float = 3.0, max_steps: int = 10**9,
+                 start: float | None = None):
+        self.t0 = start if start is not None else time.time()
         self.end = self.t0 + minutes * 60
         self.save_every_s = save_minutes * 60
-        self.last_save = self.t0
+        self.last_save = time.time()
         self.max_steps = max_steps
         self.stop_requested = False
         self.step_s = 0.0  # longest step seen, so the last step still ends inside the budget

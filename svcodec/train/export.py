@@ -36,6 +36,22 @@ def storage_check(trained: ElicIntraCodec, shipped: ElicIntraCodec, data: str) -
     return result
 
 
+def _data_note(data: str | None) -> str:
+    pack = bool(data) and (Path(data) / "manifest.json").exists()
+    where = f"training pack {Path(data).name} (crops/downscales of shared/data, see its manifest.json)" if pack \
+        else "shared/data"
+    return (f"{where}: stereo_video/*, mono_video/*, stereo_pairs/* (random crops, flips, 2x downscale; "
+            "some mono crops replaced by derived second views in checkpoints of format 2); "
+            "the evaluation clips in shared/data/stereo/ are not used")
+
+
+def _hardware(device: str | None) -> str:
+    # checkpoints older than format 2 record no device: they all came from the 2-core CPU
+    if not device or device == "cpu":
+        return "CPU (2 cores)" if not device else "CPU"
+    return device
+
+
 def export(ckpt: Path, out: Path, note: str = "", data: str = DEFAULT_DATA) -> dict:
     state = torch.load(ckpt, map_location="cpu")
     cfg = ElicConfig(**state["config"])
@@ -60,9 +76,8 @@ def export(ckpt: Path, out: Path, note: str = "", data: str = DEFAULT_DATA) -> d
             "batch": state["batch"],
             "crop": state["crop"],
             "optimizer": "Adam, grad-norm clip 1.0 (learning-rate schedule: see note)",
-            "data": "shared/data: stereo_video/*, mono_video/*, stereo_pairs/* (random crops, flips, 2x downscale); "
-                    "the evaluation clips in shared/data/stereo/ are not used",
-            "hardware": "2-core CPU",
+            "data": _data_note(state.get("data")),
+            "hardware": _hardware(state.get("device")),
         },
         "storage_check (8 fixed 256x256 training crops)": storage_check(model, load_intra(out).model, data),
         "exported": dt.date.today().isoformat(),

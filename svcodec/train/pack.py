@@ -227,7 +227,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="new directory (must not exist)")
     ap.add_argument("--max-mb", type=float, default=40.0, help="size limit in MiB")
     ap.add_argument("--side", type=int, default=384, help="largest crop side, px")
-    ap.add_argument("--frames", type=int, default=32, help="consecutive frames kept per video")
+    ap.add_argument("--frames", type=int, default=60, help="consecutive frames kept per video")
     ap.add_argument("--crf", type=float, default=12.0, help="starting H.264 crf")
     ap.add_argument("--quality", type=int, default=90, help="starting WebP quality")
     args = ap.parse_args(argv)

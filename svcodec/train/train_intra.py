@@ -23,7 +23,7 @@ from ..zoo import load_intra
 from .common import (Budget, Meter, Run, add_common_args, autocast_submodules, budget_minutes,
                      load_checkpoint, prefetched, prepare_model, restore_rng, rng_state, save_atomic,
                      to_device)
-from .data import DEFAULT_DATA, CropSampler, training_groups
+from .data import DEFAULT_DATA, CropSampler, to_unit, training_groups
 
 LAMBDAS = (256.0, 512.0, 1024.0, 2048.0)
 # A few-second network for tests and smoke runs (not for shipping).
@@ -64,6 +64,7 @@ def parse_args(argv):
 
 
 def main(argv=None) -> None:
+    t_start = time.time()  # the budget counts data loading too
     args = parse_args(argv)
     run = Run.start(args)
     cuda = run.device.type == "cuda"
@@ -109,7 +110,7 @@ def main(argv=None) -> None:
             f"data {args.data} ({len(sampler.groups)} groups)")
 
     def make():
-        b = sampler.batch(batch)
+        b = sampler.batch(batch, as_uint8=True)
         return b, sampler.state
 
     batches = prefetched(make, run.prefetch_depth(args), pin=cuda)
@@ -128,13 +129,13 @@ def main(argv=None) -> None:
                 args.ckpt,
             )
 
-    budget = Budget(budget_minutes(args), args.save_minutes, args.steps)
+    budget = Budget(budget_minutes(args), args.save_minutes, args.steps, start=t_start)
     meter = Meter(run, args.log_seconds)
     step_s = 0.0
     while budget.keep_going(run, step, step_s):
         t0 = time.time()
         x, data_pos = next(batches)
-        x = to_device(x, run)
+        x = to_unit(to_device(x, run))
         rate = sample_rates(x.shape[0], cfg.num_rates, gen).to(run.device)
         out = net(x, rate)
         pixels = x.shape[2] * x.shape[3]

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# One training burst, as ONE command, on any machine (made for a lent CUDA machine):
+#
+#   OUT=/some/dir scripts/gpu_burst.sh MODEL [extra trainer flags]
+#
+# 1. installs the carried wheels (runs/wheels/*.whl) when the trainer's imports are missing,
+# 2. trains MODEL on the pack (runs/pack) from the carried checkpoint ($CKPT, if present),
+#    else from the committed weights (--init), until BUDGET_MIN minutes of wall time
+#    since the script started are nearly used (a reserve is kept for export and copying),
+# 3. exports the weights and copies checkpoint, weights and log to $OUT.
+#
+# Environment (defaults for a CUDA burst):
+#   OUT         where results go (required)
+#   DEVICE      cuda | cpu                  (cuda)
+#   BUDGET_MIN  wall minutes for the whole script   (8.5)
+#   MINUTES     training minutes; overrides the BUDGET_MIN arithmetic
+#   DATA        data dir or pack            (runs/pack)
+#   CKPT        checkpoint to resume/write  (runs/burst/MODEL.pt)
+#   INIT        weights for a new run       (elic_small_vr for intra)
+#   BATCH CROP LR   trainer batch (per GPU), crop and learning rate (cuda: 32, 256, 1e-4)
+#   PYTHON      interpreter                 (python3)
+#   NPROC       processes (GPUs) for torchrun (1: plain python)
+# Checkpoints above 15 MiB are split into 15 MiB parts in $OUT (its files come back only up
+# to 16 MiB each): `cat MODEL.pt.part* > MODEL.pt` joins them.
+set -euo pipefail
+T0=$(date +%s)
+MODEL=${1:?usage: OUT=DIR scripts/gpu_burst.sh MODEL [trainer flags]}
+shift
+: "${OUT:?set OUT to the directory the results go to}"
+DEVICE=${DEVICE:-cuda}
+BUDGET_MIN=${BUDGET_MIN:-8.5}
+DATA=${DATA:-runs/pack}
+CKPT=${CKPT:-runs/burst/$MODEL.pt}
+PYTHON=${PYTHON:-python3}
+NPROC=${NPROC:-1}
+if [ "$DEVICE" = cuda ]; then BATCH=${BATCH:-32}; CROP=${CROP:-256}; THREADS=${THREADS:-4};
+else BATCH=${BATCH:-8}; CROP=${CROP:-128}; THREADS=${THREADS:-2}; fi
+LR=${LR:-1e-4}
+cd "$(dirname "$0")/.."
+mkdir -p "$OUT" "$(dirname "$CKPT")"
+LOG="$OUT/$MODEL.burst.log"
+exec > >(tee -a "$LOG") 2>&1
+export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+
+echo "== burst $MODEL on $DEVICE: $(date -u +%FT%TZ), host $(hostname), $($PYTHON --version 2>&1)"
+if [ "$DEVICE" = cuda ]; then nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true; fi
+[ -d "$DATA" ] || { echo "error: $DATA: no data dir or pack (build it: python -m svcodec.train.pack --out runs/pack)"; exit 2; }
+
+# 1. wheels, only when an import the trainer needs is missing
+if ! $PYTHON -c "import compressai, pytorch_msssim" >/dev/null 2>&1; then
+  ls runs/wheels/*.whl >/dev/null 2>&1 || { echo "error: compressai is not installed and runs/wheels/ has no wheels"; exit 2; }
+  $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/svc_site runs/wheels/*.whl
+  export PYTHONPATH=/tmp/svc_site${PYTHONPATH:+:$PYTHONPATH}
+  echo "installed carried wheels: $(cd runs/wheels && ls *.whl | tr '\n' ' ')"
+fi
+$PYTHON -c "import torch, compressai; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'compressai', compressai.__version__)"
+
+# 2. train
+INIT_ARGS=()
+if [ -f "$CKPT" ]; then
+  echo "resuming $CKPT"
+else
+  INIT=${INIT:-$([ "$MODEL" = intra ] && echo elic_small_vr || true)}
+  [ -n "$INIT" ] && INIT_ARGS=(--init "$INIT")
+fi
+if [ -z "${MINUTES:-}" ]; then
+  # what is left of the budget, less a reserve for export/copy (1 min) and start-up (0.5 min)
+  MINUTES=$($PYTHON -c "import time; print(round(max(0.2, $BUDGET_MIN - (time.time() - $T0) / 60 - 1.5), 2))")
+fi
+echo "training $MODEL for $MINUTES min: batch $BATCH x ${CROP}px, lr $LR, data $DATA ${INIT_ARGS[*]}"
+LAUNCH=($PYTHON -m svcodec.train)
+[ "$NPROC" -gt 1 ] && LAUNCH=($PYTHON -m torch.distributed.run --standalone --nproc-per-node "$NPROC" -m svcodec.train)
+"${LAUNCH[@]}" "$MODEL" --ckpt "$CKPT" --minutes "$MINUTES" --device "$DEVICE" --data "$DATA" \
+  "${INIT_ARGS[@]}" --batch "$BATCH" --crop "$CROP" --lr "$LR" --threads "$THREADS" \
+  --log-seconds 20 --save-minutes 2 "$@"
+
+# 3. export and copy
+if [ "$MODEL" = intra ]; then
+  $PYTHON -m svcodec.train.export "$CKPT" "$OUT/elic_small_vr.safetensors" --data "$DATA" \
+    --note "gpu_burst.sh on $DEVICE, $(date -u +%F)"
+else
+  echo "no exporter for $MODEL yet: only the checkpoint is copied"
+fi
+SIZE=$(stat -c %s "$CKPT")
+if [ "$SIZE" -gt $((15 * 1024 * 1024)) ]; then
+  split -b 15M -d -a 1 "$CKPT" "$OUT/$(basename "$CKPT").part"
+  echo "checkpoint $SIZE bytes split into $(ls "$OUT" | grep -c '\.part') parts (cat $(basename "$CKPT").part* > $(basename "$CKPT"))"
+else
+  cp "$CKPT" "$OUT/"
+fi
+echo "== done in $(( $(date +%s) - T0 )) s; \$OUT holds: $(cd "$OUT" && ls | tr '\n' ' ')"
