@@ -258,7 +258,7 @@ def decode(stream, output, overwrite, no_overwrite, fmt, device, weights, thread
     except BitstreamError as e:
         raise _naming(e, stream) from None
     if not quiet:
-        click.echo(f"decoded {seq.frame_count} frame pairs -> {', '.join(paths)}")
+        click.echo(f"decoded {seq.frame_count} frame pairs ({prog.fps:.2f} fps) -> {', '.join(paths)}")
 
 
 @main.command()

@@ -30,6 +30,7 @@ class EncodeProgress:
         self.pixels = 2 * width * height
         self.quiet = quiet
         self.bytes = 0
+        self.psnr_sum = 0.0
         self.n = 0
         self.t0 = time.perf_counter()
         self.progress = Progress(
@@ -50,20 +51,23 @@ class EncodeProgress:
             self.progress.start()
         self.n += 1
         self.bytes += stats.bytes
-        fps = self.n / max(1e-9, time.perf_counter() - self.t0)
+        self.psnr_sum += stats.psnr_left + stats.psnr_right
+        elapsed = max(1e-9, time.perf_counter() - self.t0)
         bpp = self.bytes * 8 / (self.pixels * self.n)
-        psnr = (stats.psnr_left + stats.psnr_right) / 2
-        self.progress.update(self.task, advance=1,
-                             stats=f"{fps:.2f} fps  {bpp:.4f} bpp  {psnr:.2f} dB")
+        # the mean over all frames so far, as in the summary (not the last frame's value)
+        self.progress.update(self.task, advance=1, stats=f"{self.n / elapsed:.2f} fps  payload {bpp:.4f} bpp  "
+                                                         f"mean {self.psnr_sum / (2 * self.n):.2f} dB")
 
 
 class DecodeProgress:
     def __init__(self, total, quiet):
         self.progress = Progress(
-            TextColumn("[bold]decode"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=err, disable=quiet,
+            TextColumn("[bold]decode"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
+            TimeRemainingColumn(), console=err, disable=quiet,
         )
-        self.task = self.progress.add_task("decode", total=total)
+        self.task = self.progress.add_task("decode", total=total, speed="")
+        self.n = 0
+        self.t0 = time.perf_counter()
 
     def __enter__(self):
         self.progress.start()
@@ -73,7 +77,12 @@ class DecodeProgress:
         self.progress.stop()
 
     def advance(self):
-        self.progress.advance(self.task)
+        self.n += 1
+        self.progress.update(self.task, advance=1, speed=f"{self.fps:.2f} fps")
+
+    @property
+    def fps(self) -> float:
+        return self.n / max(1e-9, time.perf_counter() - self.t0)
 
 
 def print_encode_report(report, as_json: bool) -> None:
