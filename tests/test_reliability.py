@@ -253,3 +253,17 @@ def test_notices_for_deep_samples_audio_and_fps(tmp_path, tiny_weights):
     res = svc("encode", write_video(tmp_path / "l.mkv", lefts), write_video(tmp_path / "r.mkv", rights),
               "-o", tmp_path / "p.svc", "--weights", tiny_weights, "-q")
     assert res.exit_code == 0 and res.stderr == ""
+
+
+@pytest.mark.parametrize("ext,codec", [("mp4", "libx264rgb"), ("mkv", "ffv1")])
+def test_frames_option_is_consistent_across_containers(tmp_path, tiny_weights, ext, codec):
+    """Views of 5 and 3 frames: `--frames 3` is accepted whether or not the container knows its
+    frame count (mp4 does, FFV1 mkv does not), and refused without --frames for both."""
+    lefts, rights = stereo_frames(5, 48, 64, seed=6)
+    lv = write_video(tmp_path / f"l.{ext}", lefts, codec=codec)
+    rv = write_video(tmp_path / f"r.{ext}", rights[:3], codec=codec)
+    res = svc("encode", lv, rv, "-o", tmp_path / "three.svc", "--frames", 3, "--weights", tiny_weights, "-q")
+    assert res.exit_code == 0, res.output
+    assert SvcReader(tmp_path / "three.svc").sequence.frame_count == 3
+    res = svc("encode", lv, rv, "-o", tmp_path / "all.svc", "--weights", tiny_weights, "-q")
+    assert res.exit_code == 1 and "r." + ext in res.stderr and not (tmp_path / "all.svc").exists()

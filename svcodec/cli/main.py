@@ -188,7 +188,7 @@ def encode(left, right, output, overwrite, no_overwrite, sbs, rate, gop, frames,
     fsutil.check_output(output, (left, right), mode)
     if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
         raise InputError(f"{output}: output folder {os.path.dirname(os.path.abspath(output))} does not exist")
-    source = open_stereo(left, right, side_by_side=sbs, **({"fps": fps} if fps else {}))
+    source = open_stereo(left, right, side_by_side=sbs, max_frames=frames, **({"fps": fps} if fps else {}))
     with source:
         try:
             check_frame_size(source.width, source.height)

@@ -301,13 +301,16 @@ def open_stereo(
     *,
     side_by_side: bool = False,
     fps: Fraction | float | str | None = None,
+    max_frames: int | None = None,
 ) -> StereoSource:
     """Open a stereo input and check that both views agree.
 
     ``left``/``right`` are each a video file or a folder of images (sorted by
     file name). With ``side_by_side=True`` only ``left`` is given and each frame
     is split into a left half and a right half. ``fps`` sets the frame rate of
-    image folders (default 30); video files carry their own.
+    image folders (default 30); video files carry their own. ``max_frames``: only the first
+    frames will be used, so views that differ in length only after them are accepted (as they
+    are when the container does not know its frame count and the views are streamed).
     """
     if side_by_side and right is not None:
         raise InputError(f"{right}: a side-by-side input takes a single file, not a right view")
@@ -332,7 +335,8 @@ def open_stereo(
                 f"{rv.path}: right view runs at {_fps_text(rv.fps)} fps but left view "
                 f"{lv.path} runs at {_fps_text(lv.fps)} fps"
             )
-        if lv.frame_count is not None and rv.frame_count is not None and lv.frame_count != rv.frame_count:
+        counts = [c if max_frames is None or c is None else min(c, max_frames) for c in (lv.frame_count, rv.frame_count)]
+        if None not in counts and counts[0] != counts[1]:
             raise InputError(
                 f"{rv.path}: right view has {rv.frame_count} frames but left view "
                 f"{lv.path} has {lv.frame_count}"
