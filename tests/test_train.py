@@ -218,3 +218,37 @@ def test_pack_is_deterministic_and_loadable(tmp_path, data_dir, monkeypatch):
     assert len(groups["stereo_video/clip"]) == 4 and groups["stereo_video/clip"][0].shape == (64, 64, 3)
     # an existing output is never overwritten
     assert pack_main(["--data", str(data_dir), "--out", str(outs[0])]) == 2
+
+
+class _CountingSampler:
+    """Stands in for CropSampler: batches of random integers from its own generator."""
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def state(self):
+        return self.rng.bit_generator.state
+
+    @state.setter
+    def state(self, value):
+        self.rng.bit_generator.state = value
+
+    def batch(self, n, as_uint8=False):
+        return torch.from_numpy(self.rng.integers(0, 256, (n, 3, 2, 2), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batch_stream_resumes_each_workers_position(workers):
+    from svcodec.train.common import BatchStream
+
+    first = BatchStream(_CountingSampler, 2, workers=workers)
+    for _ in range(4):
+        next(first)
+    saved = first.state
+    expected = [next(first) for _ in range(2)]
+    again = BatchStream(_CountingSampler, 2, workers=workers, state=saved)
+    assert again.restored
+    assert all(torch.equal(next(again), e) for e in expected)
+    # a position saved with another worker count is not applied
+    assert not BatchStream(_CountingSampler, 2, workers=1 if workers == 0 else 0, state=saved).restored

@@ -46,7 +46,10 @@ def add_common_args(ap: argparse.ArgumentParser, default_data: str) -> None:
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                     help="bf16 autocast for the transforms (default: on for cuda)")
     ap.add_argument("--prefetch", type=int, default=None,
-                    help="batches prepared ahead in a thread (default: 4 on cuda, 0 on cpu)")
+                    help="batches prepared ahead (default: 4 on cuda, 0 on cpu)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="data loader processes (default: 6 on cuda, 0 on cpu: crops made in-process, "
+                         "and a resumed run continues bit-exactly)")
 
 
 def budget_minutes(args) -> float:
@@ -103,6 +106,11 @@ class Run:
         if args.prefetch is not None:
             return args.prefetch
         return 4 if self.device.type == "cuda" else 0
+
+    def data_workers(self, args) -> int:
+        if args.workers is not None:
+            return max(0, args.workers)
+        return min(6, max(1, (os.cpu_count() or 2) // max(1, self.world) - 2)) if self.device.type == "cuda" else 0
 
     def seed(self, base: int) -> int:
         """Per-rank seed, so ranks draw different samples (the DistributedSampler idea)."""
@@ -304,11 +312,68 @@ class Meter:
         self.reset()
 
 
-# -- batch prefetching ------------------------------------------------------------------------
+# -- batch streams ---------------------------------------------------------------------------
+class _WorkerStream(torch.utils.data.IterableDataset):
+    """Runs inside a DataLoader worker: its own sampler (factory(worker_id)), yielding
+    (batch, worker_id, sampler state after the batch)."""
+
+    def __init__(self, factory, batch: int, states: list):
+        self.factory, self.batch, self.states = factory, batch, states
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid = info.id if info is not None else 0
+        sampler = self.factory(wid)
+        if self.states[wid] is not None:
+            sampler.state = self.states[wid]
+        while True:
+            b = sampler.batch(self.batch, as_uint8=True)
+            yield b, wid, sampler.state
+
+
+class BatchStream:
+    """uint8 image batches from samplers made by factory(worker_id) (objects with
+    .batch(n, as_uint8=True) and a .state property).
+
+    workers == 0: one sampler in this process, optionally `depth` batches ahead in a thread;
+    a checkpoint then resumes bit-exactly. workers > 0: that many DataLoader processes
+    (forked, so they share the decoded frames), each with its own sampler, pinned output;
+    a checkpoint records every worker's position, so no sample repeats or is skipped on
+    resume (the interleaving of workers restarts at worker 0)."""
+
+    def __init__(self, factory, batch: int, workers: int = 0, depth: int = 0, pin: bool = False, state=None):
+        self.workers = workers
+        n = max(1, workers)
+        saved = state if isinstance(state, dict) and state.get("workers") == workers else None
+        self.states = list(saved["states"]) if saved else [None] * n
+        self.restored = saved is not None
+        if workers == 0:
+            sampler = factory(0)
+            if self.states[0] is not None:
+                sampler.state = self.states[0]
+            self._it = prefetched(lambda: (sampler.batch(batch, as_uint8=True), 0, sampler.state), depth, pin)
+        else:
+            import multiprocessing as mp
+
+            loader = torch.utils.data.DataLoader(
+                _WorkerStream(factory, batch, self.states), batch_size=None, num_workers=workers,
+                pin_memory=pin, prefetch_factor=max(2, depth), multiprocessing_context=mp.get_context("fork"))
+            self._it = iter(loader)
+
+    def __next__(self) -> torch.Tensor:
+        b, wid, st = next(self._it)
+        self.states[wid] = st
+        return b
+
+    @property
+    def state(self) -> dict:
+        return {"workers": self.workers, "states": list(self.states)}
+
+
 def prefetched(make: Callable[[], tuple], depth: int, pin: bool) -> Iterator[tuple]:
     """Yields make() results, prepared `depth` ahead in a thread (numpy crops and pinning
-    overlap the GPU step). make() returns (batch, sampler_state_after_this_batch), so a
-    checkpoint records the position of the last batch consumed, not the last prepared."""
+    overlap the GPU step). make() returns (batch, ...) including the sampler's state after
+    this batch, so a checkpoint records the position of the last batch consumed."""
     if depth <= 0:
         while True:
             yield make()
@@ -318,8 +383,8 @@ def prefetched(make: Callable[[], tuple], depth: int, pin: bool) -> Iterator[tup
     def work():
         while not stop.is_set():
             try:
-                batch, state = make()
-                item = (batch.pin_memory() if pin else batch, state)
+                batch, *rest = make()
+                item = (batch.pin_memory() if pin else batch, *rest)
             except BaseException as e:  # hand the error to the training loop
                 item = e
             while not stop.is_set():

@@ -21,7 +21,7 @@ import torch
 from ..nn.elic import PAPER, SMALL, ElicConfig, ElicIntraCodec
 from ..zoo import load_intra
 from .common import (Budget, Meter, Run, add_common_args, autocast_submodules, budget_minutes,
-                     load_checkpoint, prefetched, prepare_model, restore_rng, rng_state, save_atomic,
+                     load_checkpoint, BatchStream, prepare_model, restore_rng, rng_state, save_atomic,
                      to_device)
 from .data import DEFAULT_DATA, CropSampler, to_unit, training_groups
 
@@ -98,26 +98,27 @@ def main(argv=None) -> None:
     autocast_submodules(model, ["g_a", "g_s"], run)
     net = run.wrap(model, ignore=list(AUX_PARAMS))
 
-    sampler = CropSampler(training_groups(args.data), crop, seed=run.seed(step), derived_p=args.derived)
+    groups = training_groups(args.data)
     gen = torch.Generator().manual_seed(run.seed(step) + 1)
     torch.manual_seed(run.seed(step) + 2)
     data_state = restore_rng((state or {}).get("rng"), run, gen)
-    if data_state is not None:
-        sampler.state = data_state
+    if data_state is not None and "workers" not in data_state:  # format-2 single-sampler state
+        data_state = {"workers": 0, "states": [data_state]}
+    workers = run.data_workers(args)
+
+    def make_sampler(worker: int) -> CropSampler:
+        return CropSampler(groups, crop, seed=run.seed(step) * 64 + worker, derived_p=args.derived)
+
+    batches = BatchStream(make_sampler, batch, workers, run.prefetch_depth(args), pin=cuda, state=data_state)
     resumed = f"resumed at step {step}" if state else ("from " + args.init if init else f"new {args.config}")
+    if state and not batches.restored:
+        resumed += " (data stream reseeded: no saved position for this process/worker count)"
     run.log(f"intra: {resumed}; {sum(p.numel() for p in model.parameters())} parameters; "
             f"device {run.device} x{run.world}, batch {batch}x{crop}px per process, bf16 {run.bf16}, "
-            f"data {args.data} ({len(sampler.groups)} groups)")
-
-    def make():
-        b = sampler.batch(batch, as_uint8=True)
-        return b, sampler.state
-
-    batches = prefetched(make, run.prefetch_depth(args), pin=cuda)
-    data_pos = sampler.state
+            f"data {args.data} ({len(groups)} groups, {workers} loader processes)")
 
     def checkpoint():
-        rng = rng_state(run, data_pos, gen)  # collective: every rank takes part
+        rng = rng_state(run, batches.state, gen)  # collective: every rank takes part
         if run.main:
             save_atomic(
                 {"config": cfg.to_dict(), "model": model.state_dict(), "opt": opt.state_dict(),
@@ -134,8 +135,7 @@ def main(argv=None) -> None:
     step_s = 0.0
     while budget.keep_going(run, step, step_s):
         t0 = time.time()
-        x, data_pos = next(batches)
-        x = to_unit(to_device(x, run))
+        x = to_unit(to_device(next(batches), run))
         rate = sample_rates(x.shape[0], cfg.num_rates, gen).to(run.device)
         out = net(x, rate)
         pixels = x.shape[2] * x.shape[3]
