@@ -16,7 +16,7 @@ CKPT=runs/$MODEL.pt
 LOG=runs/$MODEL.log
 PIDFILE=runs/$MODEL.pid
 if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-  echo "error: a $MODEL run is already going (pid $(cat "$PIDFILE"), log $LOG)" >&2
+  echo "error: a run of $MODEL is already going (pid $(cat "$PIDFILE"), log $LOG)" >&2
   exit 1
 fi
 INIT_ARGS=()

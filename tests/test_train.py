@@ -252,3 +252,20 @@ def test_batch_stream_resumes_each_workers_position(workers):
     assert all(torch.equal(next(again), e) for e in expected)
     # a position saved with another worker count is not applied
     assert not BatchStream(_CountingSampler, 2, workers=1 if workers == 0 else 0, state=saved).restored
+
+
+def test_bf16_autocast_patches_only_the_named_transforms():
+    from svcodec.train.common import Run, autocast_submodules
+
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.g_a = torch.nn.Conv2d(3, 4, 3)
+    model.h = torch.nn.Conv2d(4, 4, 1)
+    x = torch.rand(1, 3, 8, 8)
+    keys = list(model.state_dict())
+    ref_a, ref_h = model.g_a(x), model.h(model.g_a(x))
+    autocast_submodules(model, ["g_a"], Run(torch.device("cpu"), bf16=True))
+    out = model.g_a(x)
+    assert out.dtype == torch.float32 and list(model.state_dict()) == keys
+    assert not torch.equal(out, ref_a) and torch.allclose(out, ref_a, atol=0.05)  # computed in bf16
+    assert torch.equal(model.h(ref_a), ref_h)  # other modules untouched
