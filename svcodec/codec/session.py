@@ -1,8 +1,13 @@
 """The codec loop: stereo frame pairs <-> .svc files.
 
-Frames are grouped into GOPs of `gop` access units. This release codes every access unit as a
-stereo I-frame (ELIC per view, alternating slice order); the GOP structure, frame types and
-container already carry P-frames, which the HDC inter model will fill in.
+Frames are grouped into GOPs of `gop` access units: one stereo I-frame pair (ELIC per view,
+intra.py) followed by stereo P-frame pairs (DCVC-TCM-style backbone with HDC, inter.py), each
+predicted from the previous reconstruction of its own view and from the other view. The
+reference state (reconstruction and feature of each view) lives for one GOP, so every GOP
+decodes on its own (random access). `--gop 1` gives an all-intra stream.
+
+The I-frames of a stream with P-frames are coded at a higher rate than its P-frames (the inter
+weights fix the offset), as the paper and DCVC do.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import torch.nn.functional as F
 from ..metrics import psnr_rgb
 from ..container import AccessUnit, Colour, FrameType, SequenceHeader, SvcReader, SvcWriter, frame_crc32
 from ..errors import BitstreamError, InputError, ModelError
-from ..zoo import LoadedIntra, load_intra
+from ..zoo import LoadedIntra, ModelSet, load_set, load_set_of_stream
+from .inter import decode_inter, encode_inter
 from .intra import decode_intra, encode_intra
+from .motion import make_estimator
 
 ALIGN = 64  # total downsampling of the analysis + hyper-analysis transforms
 
@@ -85,6 +92,8 @@ class EncodeReport:
     payload_bytes: int = 0  # entropy-coded substreams only
     est_bits: float = 0.0  # the model's rate estimate for the same symbols
     enc_seconds: float = 0.0
+    # seconds spent in motion estimation and in the networks + entropy coding
+    timings: dict = field(default_factory=lambda: {"motion_estimation": 0.0, "networks_and_entropy": 0.0})
     per_frame: list[FrameStats] = field(default_factory=list)
 
     @property
@@ -95,6 +104,24 @@ class EncodeReport:
     def psnr(self) -> float:
         vals = [p for f in self.per_frame for p in (f.psnr_left, f.psnr_right)]
         return float(np.mean(vals)) if vals else float("nan")
+
+
+def as_model_set(codec: ModelSet | LoadedIntra | None) -> ModelSet | None:
+    """Callers may pass a ModelSet or, for intra-only use, just the intra weights."""
+    return ModelSet(codec, None) if isinstance(codec, LoadedIntra) else codec
+
+
+def _with_inter(models: ModelSet, inter_weights: str | None, device: str) -> ModelSet:
+    if models.inter is not None:
+        return models
+    from ..zoo import load_inter
+
+    return ModelSet(models.intra, load_inter(inter_weights, device))
+
+
+def intra_rate(models: ModelSet, rate: float) -> float:
+    """The rate I-frames are coded at: the stream's rate, raised for streams with P-frames."""
+    return rate if models.inter is None else models.inter.model.intra_rate(rate)
 
 
 def encode_pairs(
@@ -109,7 +136,9 @@ def encode_pairs(
     grey: bool = False,
     device: str = "cpu",
     weights: str | None = None,
-    codec: LoadedIntra | None = None,
+    inter_weights: str | None = None,
+    codec: ModelSet | LoadedIntra | None = None,
+    motion: str = "dis",
     on_frame: Callable[[FrameStats], None] | None = None,
 ) -> EncodeReport:
     """Encode an iterable of (left, right) HxWx3 uint8 RGB frames into `out_path`."""
@@ -118,29 +147,48 @@ def encode_pairs(
     if not 1 <= gop <= 65535:
         raise InputError(f"--gop must be within 1..65535, got {gop}")
     dev = deterministic_inference(device)
-    codec = codec or load_intra(weights, device=str(dev))
+    models = as_model_set(codec) or load_set(weights, inter_weights, need_inter=gop > 1, device=str(dev))
+    if gop > 1:
+        models = _with_inter(models, inter_weights, str(dev))
+    else:
+        models = ModelSet(models.intra, None)  # an all-intra stream needs only the intra weights
+    estimator = make_estimator(motion) if gop > 1 else None
     header = SequenceHeader(
         width=width, height=height, fps_num=fps.numerator, fps_den=fps.denominator, gop_size=gop,
-        model_id=codec.model_id, model_name=codec.name, rate=rate,
+        model_id=models.model_id, model_name=models.name, rate=rate,
         colour=Colour.GREY if grey else Colour.RGB,
     )
     report = EncodeReport(path=str(out_path), width=width, height=height)
     t0 = time.perf_counter()
     with SvcWriter(out_path, header) as writer:
         rate = header.rate  # the float32 the decoder will read back
+        i_rate = intra_rate(models, rate)
         gop_units: list[AccessUnit] = []
+        ref = None
         for index, (left, right) in enumerate(pairs):
             for view, frame in (("left", left), ("right", right)):
                 if frame.shape != (height, width, 3) or frame.dtype != np.uint8:
                     raise InputError(f"frame {index} ({view}): expected {height}x{width}x3 uint8, "
                                      f"got shape {frame.shape} {frame.dtype}")
             x = to_tensor(left, right, dev)
-            res = encode_intra(codec.model, codec.z_tables, x, rate)
+            t_frame = time.perf_counter()
+            if index % gop == 0:
+                res = encode_intra(models.intra.model, models.intra.z_tables, x, i_rate)
+                ftype = FrameType.I
+                if models.inter is not None:
+                    ref = models.inter.model.reference_from_intra(res.x_hat)
+            else:
+                t_me = time.perf_counter()
+                flow = estimator(x, ref.frame)
+                report.timings["motion_estimation"] += time.perf_counter() - t_me
+                res = encode_inter(models.inter.model, models.inter.z_tables, x, flow, ref, rate)
+                ref, ftype = res.reference, FrameType.P
+            report.timings["networks_and_entropy"] += time.perf_counter() - t_frame
             rec_l, rec_r = to_frames(res.x_hat, height, width)
-            au = AccessUnit(index, FrameType.I, frame_crc32(rec_l, rec_r), res.substreams)
+            au = AccessUnit(index, ftype, frame_crc32(rec_l, rec_r), res.substreams)
             gop_units.append(au)
             sizes = [sum(len(s.data) for s in res.substreams if s.view == v) for v in (0, 1)]
-            stats = FrameStats(index, "I", au.payload_bytes(), sizes[0], sizes[1], res.est_bits,
+            stats = FrameStats(index, ftype.name, au.payload_bytes(), sizes[0], sizes[1], res.est_bits,
                                psnr_rgb(left, rec_l), psnr_rgb(right, rec_r))
             report.per_frame.append(stats)
             report.payload_bytes += au.payload_bytes()
@@ -157,49 +205,78 @@ def encode_pairs(
             raise InputError("the input has no frames")
         writer.set_frame_count(report.frames)
     report.enc_seconds = time.perf_counter() - t0
+    report.timings["networks_and_entropy"] -= report.timings["motion_estimation"]
     report.bytes = Path(out_path).stat().st_size
     return report
 
 
 def encode_frames(left_frames, right_frames, out_path, *, rate=2.0, gop=32, fps=Fraction(30),
-                  device="cpu", weights=None, codec=None) -> EncodeReport:
+                  device="cpu", weights=None, inter_weights=None, codec=None, motion="dis") -> EncodeReport:
     """Convenience wrapper over lists of frames (benchmarks, tests)."""
     if len(left_frames) != len(right_frames):
         raise InputError("left and right have different frame counts")
     h, w = left_frames[0].shape[:2]
     return encode_pairs(zip(left_frames, right_frames), out_path, width=w, height=h, fps=fps,
-                        rate=rate, gop=gop, device=device, weights=weights, codec=codec)
+                        rate=rate, gop=gop, device=device, weights=weights, inter_weights=inter_weights,
+                        codec=codec, motion=motion)
 
 
 def open_stream(path: str | Path, weights: str | None = None, device: str = "cpu",
-                codec: LoadedIntra | None = None) -> tuple[SvcReader, LoadedIntra]:
+                codec: ModelSet | LoadedIntra | None = None,
+                inter_weights: str | None = None) -> tuple[SvcReader, ModelSet]:
+    """Open a stream and the weights it needs: those it names (shipped weights only), unless the
+    caller passes weights or loaded models explicitly; their id must match the stream's."""
     reader = SvcReader(path)
     seq = reader.sequence
     dev = deterministic_inference(device)
-    if codec is None:
-        codec = load_intra(weights or seq.model_name, device=str(dev))
-    if codec.model_id != seq.model_id:
+    models = as_model_set(codec)
+    needs_inter = "+" in seq.model_name
+    if models is None:
+        models = load_set_of_stream(seq.model_name, weights, inter_weights, device=str(dev))
+    elif needs_inter and models.inter is None:
+        models = ModelSet(models.intra, load_set_of_stream(seq.model_name, None, inter_weights,
+                                                           device=str(dev)).inter)
+    elif not needs_inter:
+        models = ModelSet(models.intra, None)
+    if models.model_id != seq.model_id:
         raise ModelError(
             f"{path} was encoded with weights {seq.model_id.hex()} ({seq.model_name}); "
-            f"loaded weights are {codec.model_id.hex()} — pass the matching --weights"
+            f"loaded weights are {models.model_id.hex()} ({models.name}) — pass the matching "
+            "--weights / --inter-weights"
         )
-    return reader, codec
+    return reader, models
 
 
 def iter_decode(path: str | Path, *, weights: str | None = None, device: str = "cpu",
-                codec: LoadedIntra | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Yield (frame index, left, right) as HxWx3 uint8 frames. Every frame's reconstruction is
-    checked against the encoder's CRC; a mismatch raises BitstreamError."""
-    reader, codec = open_stream(path, weights, device, codec)
+                codec: ModelSet | LoadedIntra | None = None, inter_weights: str | None = None,
+                start: int = 0, count: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield (frame index, left, right) as HxWx3 uint8 frames, from frame `start` (decoding
+    starts at the GOP that holds it: random access through the index) for `count` frames.
+    Every frame's reconstruction is checked against the encoder's CRC; a mismatch raises
+    BitstreamError."""
+    reader, models = open_stream(path, weights, device, codec, inter_weights)
     seq = reader.sequence
-    dev = next(codec.model.parameters()).device
+    if start < 0 or (seq.frame_count and start >= seq.frame_count):
+        raise InputError(f"{path}: --start {start} is outside the stream's {seq.frame_count} frames")
+    end = None if count is None else start + count
     size = padded_size(seq.height, seq.width)
-    for _, units in reader:
-        for au in units:
-            if au.frame_type != FrameType.I:
-                raise BitstreamError(f"frame {au.frame_index}: P-frames need a newer svcodec")
-            x_hat = decode_intra(codec.model, codec.z_tables, au.substreams, size, seq.rate)
-            left, right = to_frames(x_hat.to(dev), seq.height, seq.width)
+    i_rate = intra_rate(models, seq.rate)
+    for g in range(reader.gop_of_frame(start), len(reader)):
+        ref = None
+        for au in reader.read_gop(g):
+            if end is not None and au.frame_index >= end:
+                return
+            if au.frame_type == FrameType.I:
+                x_hat = decode_intra(models.intra.model, models.intra.z_tables, au.substreams, size, i_rate)
+                if models.inter is not None:
+                    ref = models.inter.model.reference_from_intra(x_hat)
+            else:
+                if models.inter is None or ref is None:
+                    raise BitstreamError(f"frame {au.frame_index}: a P-frame in a stream without P-frame weights")
+                x_hat, ref = decode_inter(models.inter.model, models.inter.z_tables, au.substreams, ref, seq.rate)
+            if au.frame_index < start:
+                continue
+            left, right = to_frames(x_hat, seq.height, seq.width)
             if frame_crc32(left, right) != au.recon_crc32:
                 raise BitstreamError(
                     f"frame {au.frame_index}: reconstruction differs from the encoder's "
@@ -208,10 +285,11 @@ def iter_decode(path: str | Path, *, weights: str | None = None, device: str = "
             yield au.frame_index, left, right
 
 
-def decode_file(path, *, device="cpu", weights=None, codec=None):
-    """Decode a whole file to (left_list, right_list)."""
+def decode_file(path, *, device="cpu", weights=None, codec=None, inter_weights=None, start=0, count=None):
+    """Decode a whole file (or `count` frames from `start`) to (left_list, right_list)."""
     lefts, rights = [], []
-    for _, left, right in iter_decode(path, weights=weights, device=device, codec=codec):
+    for _, left, right in iter_decode(path, weights=weights, device=device, codec=codec,
+                                      inter_weights=inter_weights, start=start, count=count):
         lefts.append(left)
         rights.append(right)
     return lefts, rights

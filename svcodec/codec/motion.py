@@ -1,0 +1,64 @@
+"""Motion estimation for P-frames (encoder side only: the decoder reads the coded flow).
+
+No pretrained learned estimator can be had here, so the default is OpenCV's DIS optical flow
+(dense inverse search), computed from the current frame to the previous *reconstruction*, which
+is what the decoder will warp. Anything with the `MotionEstimator` signature can replace it
+(e.g. a RAFT/SpyNet with user-supplied weights): the bitstream carries the coded flow, not the
+estimator, so streams stay decodable whatever estimated them.
+
+Determinism: OpenCV runs single-threaded here so that two encodes give identical bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+
+class MotionEstimator(Protocol):
+    def __call__(self, current: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """current, reference: (B, 3, H, W) in [0, 1]. Returns flow (B, 2, H, W) in pixels such
+        that current(p) ~ reference(p + flow(p)) (channel 0 horizontal)."""
+
+
+def _grey_u8(x: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [0, 1] -> (B, H, W) uint8 luma (BT.601 weights)."""
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return ((x * w).sum(1) * 255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+class DisFlow:
+    """OpenCV DIS optical flow, 'medium' preset (a good speed/quality balance on a CPU)."""
+
+    def __init__(self, preset: str = "medium"):
+        import cv2
+
+        cv2.setNumThreads(1)
+        presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+                   "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+                   "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+        self._dis = cv2.DISOpticalFlow_create(presets[preset])
+
+    def __call__(self, current: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        cur, ref = _grey_u8(current), _grey_u8(reference)
+        flows = [self._dis.calc(c, r, None) for c, r in zip(cur, ref)]  # (H, W, 2) each
+        out = torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).contiguous()
+        return out.to(current.device)
+
+
+class ZeroMotion:
+    """No motion search (static cameras, or to measure what motion buys)."""
+
+    def __call__(self, current: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = current.shape
+        return current.new_zeros(b, 2, h, w)
+
+
+def make_estimator(name: str = "dis") -> MotionEstimator:
+    if name == "dis":
+        return DisFlow()
+    if name == "zero":
+        return ZeroMotion()
+    raise ValueError(f"unknown motion estimator {name!r} (dis or zero)")

@@ -1,0 +1,290 @@
+"""Resumable training of the stereo P-frame model (DCVC-TCM* backbone + HDC-FER + HDC-EM).
+
+    python -m svcodec.train.train_inter --ckpt runs/inter.pt --minutes 60 [--stage full]
+
+A sample is a run of 1 + P consecutive stereo frames (P = --frames, default 2). The first is
+coded by the shipped intra model (frozen) at the I-frame rate the GOP will use; the P-frames
+follow, each predicted from the previous reconstruction, with motion estimated by DIS optical
+flow on the previous *reconstruction*, exactly as the encoder does. Loss (Eq. 6 of the paper),
+summed over both views and the P-frames:
+    sum_t  lambda_r * MSE(x_t, x_hat_t) + bpp_t   (motion + context, latents + hyper-latents)
+With --cascade (the default) gradients flow across the P-frames (the paper's cascaded loss);
+--no-cascade detaches the reference between frames (the 1-frame stage).
+
+Stages (paper appendix A, Table S2), chosen with --stage:
+  single  no HDC-FER and no cross-view priors (the single-view backbone, both views batched)
+  em      + HDC-EM cross-view priors (all parameters train)
+  fer     + HDC-FER, and only the HDC-FER modules train
+  full    everything trains (the default for a new run)
+A run started with --init from a checkpoint or weights of an earlier stage keeps every tensor
+the two have in common; new modules start from their initialisation (HDC-FER as identity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..codec.motion import DisFlow
+from ..nn.elic import gaussian_bits
+from ..nn.hdc import HdcFer
+from ..nn.hdc_em import SKIP_SCALE
+from ..nn.inter import PAPER, SMALL, TINY, InterConfig, StereoInterCodec, code_p_frame
+from ..zoo import load_intra
+from .data import DEFAULT_DATA
+from .sequences import ClipSampler, load_clips
+
+# Same lambdas as the intra model: P-frame rate r trains at 256 * 2**r (MSE of [0, 1] RGB);
+# the I-frame before them is coded at intra rate r + cfg.i_rate_offset.
+LAMBDA0 = 256.0
+CONFIGS = {"small": SMALL, "paper": PAPER, "tiny": TINY}
+STAGES = ("single", "em", "fer", "full")
+
+
+def lambda_for(rate: torch.Tensor) -> torch.Tensor:
+    return LAMBDA0 * (2.0 ** rate)
+
+
+def _ste_round(x):
+    return x + (torch.round(x) - x).detach()
+
+
+class TrainingSide:
+    """The `side` of code_p_frame for training: additive noise for the rate terms,
+    straight-through mean-shifted rounding for what the decoder sees, the skip rule of HDC-EM."""
+
+    def __init__(self, x: torch.Tensor, flow: torch.Tensor):
+        self.x, self.flow = x, flow
+        self.bits = {"motion": x.new_zeros(x.shape[0]), "context": x.new_zeros(x.shape[0])}
+        self.skipped = 0.0
+
+    def latent(self, kind, fn):
+        return fn()
+
+    def hyper(self, kind, fn, eb, shape):
+        z_hat, lik = eb(fn())
+        self.bits[kind] = self.bits[kind] + (-torch.log2(lik)).sum(dim=(1, 2, 3))
+        return z_hat
+
+    def slices(self, kind, y):
+        return _TrainingSlices(self, kind, y)
+
+
+class _TrainingSlices:
+    def __init__(self, side: TrainingSide, kind: str, y: torch.Tensor):
+        self.side, self.kind, self.y = side, kind, y
+
+    def slice(self, view, n, mu, scale):
+        b = self.y.shape[0] // 2
+        c = mu.shape[1]
+        y = self.y[view * b:(view + 1) * b, n * c:(n + 1) * c]
+        coded = (scale > SKIP_SCALE).to(y.dtype)
+        noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+        bits = (gaussian_bits(noisy, mu, scale) * coded).sum(dim=(1, 2, 3))
+        pad = [bits.new_zeros(b)] * 2
+        pad[view] = bits
+        self.side.bits[self.kind] = self.side.bits[self.kind] + torch.cat(pad)
+        self.side.skipped += float(1 - coded.mean())
+        return mu + _ste_round(y - mu) * coded
+
+
+def sample_rates(n: int, num_rates: int, gen: torch.Generator) -> torch.Tensor:
+    discrete = torch.randint(0, num_rates, (n,), generator=gen).float()
+    cont = torch.rand(n, generator=gen) * (num_rates - 1)
+    return torch.where(torch.rand(n, generator=gen) < 0.25, cont, discrete)
+
+
+def configure_stage(cfg: InterConfig, stage: str) -> InterConfig:
+    if stage == "single":
+        return InterConfig(**{**cfg.to_dict(), "fer": False, "cross_view": False})
+    if stage == "em":
+        return InterConfig(**{**cfg.to_dict(), "fer": False, "cross_view": True})
+    return InterConfig(**{**cfg.to_dict(), "fer": True, "cross_view": True})
+
+
+def trainable(model: StereoInterCodec, stage: str) -> list[torch.nn.Parameter]:
+    """The parameters the stage trains ('fer': only those inside HDC-FER modules); the
+    entropy bottlenecks' quantiles have their own optimizer and always train."""
+    fer = tuple(n + "." for n, m in model.named_modules() if isinstance(m, HdcFer))
+    params = []
+    for n, p in model.named_parameters():
+        train = n.endswith(".quantiles") or stage != "fer" or n.startswith(fer)
+        p.requires_grad_(train)
+        if train and not n.endswith(".quantiles"):
+            params.append(p)
+    return params
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_partial(model: torch.nn.Module, state: dict) -> list[str]:
+    """Load every tensor whose name and shape match; returns the names left at init."""
+    own = model.state_dict()
+    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(keep, strict=False)
+    return sorted(k for k in own if k not in keep)
+
+
+def frames_per_view(x: torch.Tensor) -> torch.Tensor:
+    """(B, 2, 3, h, w) -> (2B, 3, h, w), left views first (the codec's batch layout)."""
+    return torch.cat([x[:, 0], x[:, 1]], dim=0)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt", type=Path, required=True)
+    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--config", choices=sorted(CONFIGS), default="small")
+    ap.add_argument("--stage", choices=STAGES, default=None, help="default: the checkpoint's, or full")
+    ap.add_argument("--init", default=None, help="checkpoint (.pt) or inter weights to start a new run from")
+    ap.add_argument("--intra", default=None, help="intra weights for the I-frames (default: shipped)")
+    ap.add_argument("--minutes", type=float, default=None)
+    ap.add_argument("--hours", type=float, default=None)
+    ap.add_argument("--steps", type=int, default=10**9)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--crop", default="128x192", help="HxW of the training crops")
+    ap.add_argument("--frames", type=int, default=2, help="P-frames per sample")
+    ap.add_argument("--cascade", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--save-minutes", type=float, default=3.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--no-mono", action="store_true", help="stereo clips only")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    minutes = args.minutes if args.minutes is not None else (args.hours or 1.0) * 60
+    crop = tuple(int(v) for v in args.crop.lower().split("x"))
+
+    state = torch.load(args.ckpt, map_location="cpu", weights_only=False) if args.ckpt.exists() else None
+    stage = args.stage or (state or {}).get("stage") or "full"
+    if state:
+        cfg = InterConfig(**state["config"])
+    else:
+        cfg = CONFIGS[args.config]
+    cfg = configure_stage(cfg, stage)
+    model = StereoInterCodec(cfg).to(args.device)
+    step, seconds, history = 0, 0.0, []
+    if state:
+        missing = load_partial(model, state["model"])
+        step, seconds, history = state["step"], state["seconds"], state.get("history", [])
+        if missing:
+            print(f"stage {stage}: {len(missing)} tensors start from their initialisation")
+    elif args.init:
+        init_state = _init_state(args.init)
+        missing = load_partial(model, init_state)
+        print(f"init from {args.init}: {len(missing)} tensors start from their initialisation")
+
+    intra = load_intra(args.intra, device=args.device)
+    for p in intra.model.parameters():
+        p.requires_grad_(False)
+
+    params = trainable(model, stage)
+    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    opt = torch.optim.Adam(params, lr=args.lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
+    if state and state.get("stage") == stage and "opt" in state:
+        try:
+            opt.load_state_dict(state["opt"])
+            aux_opt.load_state_dict(state["aux_opt"])
+        except ValueError:
+            print("optimizer state does not match (new stage?): starting it fresh")
+        for g in opt.param_groups:
+            g["lr"] = args.lr
+
+    clips = load_clips(args.data, mono=not args.no_mono)
+    sampler = ClipSampler(clips, 1 + args.frames, crop, seed=step)
+    gen = torch.Generator().manual_seed(step + 1)
+    flow_of = DisFlow()
+
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+
+    def checkpoint():
+        save_atomic({
+            "config": cfg.to_dict(), "stage": stage, "model": model.state_dict(), "opt": opt.state_dict(),
+            "aux_opt": aux_opt.state_dict(), "step": step, "seconds": seconds, "history": history,
+            "lambda0": LAMBDA0, "crop": crop, "batch": args.batch, "frames": args.frames,
+            "cascade": args.cascade, "data": str(args.data), "intra": intra.name,
+            "intra_id": intra.model_id.hex(), "init": (state or {}).get("init") or args.init,
+            "clips": [c.name for c in clips], "device": str(args.device),
+        }, args.ckpt)
+
+    t_end = time.time() + minutes * 60
+    last_save = time.time()
+    ema = None
+    while step < args.steps and time.time() < t_end and not stop["now"]:
+        t0 = time.time()
+        seq = sampler.batch(args.batch).to(args.device)  # (B, T, 2, 3, h, w)
+        b = seq.shape[0]
+        rate = sample_rates(b, cfg.num_rates, gen).to(args.device)
+        rate2 = rate.repeat(2)
+        with torch.no_grad():
+            x0 = frames_per_view(seq[:, 0])
+            i_rate = (rate2 + cfg.i_rate_offset).clamp(max=3.0)
+            x_i = intra.model(x0, i_rate)["x_hat"].clamp(0, 1)
+        ref = model.reference_from_intra(x_i)
+        loss = 0.0
+        mses, bpps, bpp_mv = [], [], []
+        for t in range(1, seq.shape[1]):
+            x = frames_per_view(seq[:, t])
+            side = TrainingSide(x, flow_of(x, ref.frame.detach()))
+            x_hat, ref = code_p_frame(model, ref, rate2, side)
+            mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
+            pixels = x.shape[2] * x.shape[3]
+            bpp = (side.bits["motion"] + side.bits["context"]) / pixels
+            loss = loss + (lambda_for(rate2) * mse + bpp).mean()
+            mses.append(mse.detach())
+            bpps.append(bpp.detach().mean())
+            bpp_mv.append((side.bits["motion"] / pixels).detach().mean())
+            if not args.cascade:
+                ref = type(ref)(ref.frame.detach(), ref.feature.detach())
+        loss = loss / (seq.shape[1] - 1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        aux_opt.zero_grad(set_to_none=True)
+        sum(eb.loss() for eb in model.entropy_bottlenecks().values()).backward()
+        aux_opt.step()
+        step += 1
+        seconds += time.time() - t0
+        mse_all = torch.cat(mses)
+        psnr = float((-10 * torch.log10(mse_all.clamp_min(1e-10))).mean())
+        cur = (float(loss), float(torch.stack(bpps).mean()), float(torch.stack(bpp_mv).mean()), psnr)
+        ema = cur if ema is None else tuple(0.98 * a + 0.02 * c for a, c in zip(ema, cur))
+        if step % 10 == 0:
+            px = b * 2 * (seq.shape[1] - 1) * seq.shape[-1] * seq.shape[-2]
+            dt = time.time() - t0
+            print(f"step {step} stage {stage} loss {ema[0]:.4f} P bpp {ema[1]:.4f} (motion {ema[2]:.4f}) "
+                  f"P psnr {ema[3]:.2f} | {dt:.2f} s/step, {px / dt / 1e3:.0f} kpx/s, {seconds / 3600:.2f} h",
+                  flush=True)
+        if step % 100 == 0:
+            history.append({"step": step, "loss": ema[0], "bpp": ema[1], "psnr": ema[3]})
+        if time.time() - last_save > args.save_minutes * 60:
+            checkpoint()
+            last_save = time.time()
+    checkpoint()
+    print(f"saved {args.ckpt} at step {step} ({seconds / 3600:.2f} h)")
+
+
+def _init_state(src: str) -> dict:
+    if src.endswith(".pt"):
+        return torch.load(src, map_location="cpu", weights_only=False)["model"]
+    from ..zoo import load_inter
+
+    return load_inter(src).model.state_dict()
+
+
+if __name__ == "__main__":
+    main()

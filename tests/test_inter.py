@@ -1,0 +1,180 @@
+"""P-frames: bit-exact GOP round trips (I + several P pairs), the HDC-EM coding order as a real
+causal dependency, determinism across encodes and thread counts, random access, and the model
+set a stream names. Tiny random-init models: exactness does not depend on training."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from svcodec.container import FrameType, SubstreamKind, SvcReader
+from svcodec.errors import ModelError
+
+FPS = Fraction(25)
+
+
+def make_tiny_inter(seed: int):
+    from svcodec.nn.inter import TINY, StereoInterCodec
+
+    torch.manual_seed(seed)
+    model = StereoInterCodec(TINY)
+    with torch.no_grad():
+        model.log_gain.add_(2.0)  # latents of a few units: real symbols, not only zeros
+        model.log_gain_mv.add_(1.0)
+        torch.nn.init.normal_(model.context.recon[-1].weight, std=0.05)  # the feature path matters
+        for m in model.modules():  # HDC-FER gates start at zero; open them so HDC-FER is exercised
+            if type(m).__name__ == "HdcFer":
+                torch.nn.init.normal_(m.gate.weight, std=0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tiny_codec, tmp_path_factory):
+    from svcodec.zoo import ModelSet, load_inter, save_inter
+
+    path = tmp_path_factory.mktemp("inter") / "tiny_inter.safetensors"
+    save_inter(make_tiny_inter(7), path)
+    return ModelSet(tiny_codec, load_inter(path))
+
+
+def moving_clip(n: int, h: int = 40, w: int = 72, disp: int = 3, seed: int = 0):
+    """A textured scene panning right 2 px per frame; the right view sees it `disp` px left."""
+    rng = np.random.default_rng(seed)
+    big = rng.integers(0, 256, (h, w + 2 * n + disp + 8, 3)).astype(np.uint8)
+    big = ((big.astype(np.float32) + np.roll(big, 1, 1) + np.roll(big, 1, 0)) / 3).astype(np.uint8)
+    lefts = [np.ascontiguousarray(big[:, 2 * t + disp: 2 * t + disp + w]) for t in range(n)]
+    rights = [np.ascontiguousarray(big[:, 2 * t: 2 * t + w]) for t in range(n)]
+    return lefts, rights
+
+
+def test_gop_of_i_and_p_frames_round_trips_bit_exactly(tmp_path, tiny_set):
+    from svcodec.codec.api import decode_file, encode_frames
+
+    lefts, rights = moving_clip(6)
+    path = tmp_path / "ip.svc"
+    report = encode_frames(lefts, rights, path, rate=1.5, gop=4, fps=FPS, codec=tiny_set)
+    assert [f.frame_type for f in report.per_frame] == ["I", "P", "P", "P", "I", "P"]
+    with SvcReader(path) as r:
+        assert r.sequence.model_name == tiny_set.name and r.sequence.model_id == tiny_set.model_id
+        aus = [au for _, units in r for au in units]
+    p = aus[1]
+    assert p.frame_type == FrameType.P
+    kinds = [(s.view, s.kind, s.slot) for s in p.substreams]
+    # motion first (z_L, z_R, L1, R1, L2, R2), then context in the same order
+    assert kinds[:2] == [(0, SubstreamKind.MOTION_HYPER, 0), (1, SubstreamKind.MOTION_HYPER, 0)]
+    assert kinds[2:6] == [(0, SubstreamKind.MOTION_LATENT, 1), (1, SubstreamKind.MOTION_LATENT, 1),
+                          (0, SubstreamKind.MOTION_LATENT, 2), (1, SubstreamKind.MOTION_LATENT, 2)]
+    assert kinds[6:8] == [(0, SubstreamKind.TEXTURE_HYPER, 0), (1, SubstreamKind.TEXTURE_HYPER, 0)]
+    assert sum(len(s.data) for s in p.substreams if s.kind == SubstreamKind.TEXTURE_LATENT) > 0
+    dl, dr = decode_file(path, codec=tiny_set)  # every frame is also checked against its CRC
+    assert len(dl) == 6
+    # the decoder reproduces the encoder's reconstruction: PSNR from the decoded frames matches
+    from svcodec.metrics import psnr_rgb
+
+    for f, a, b, la, ra in zip(report.per_frame, dl, dr, lefts, rights):
+        assert psnr_rgb(la, a) == pytest.approx(f.psnr_left) and psnr_rgb(ra, b) == pytest.approx(f.psnr_right)
+
+
+def test_identical_bytes_across_encodes_and_thread_counts(tmp_path, tiny_set):
+    from svcodec.codec.api import decode_file, encode_frames
+
+    lefts, rights = moving_clip(3)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        encode_frames(lefts, rights, tmp_path / "a.svc", gop=3, fps=FPS, codec=tiny_set)
+        torch.set_num_threads(2)
+        encode_frames(lefts, rights, tmp_path / "b.svc", gop=3, fps=FPS, codec=tiny_set)
+        d2 = decode_file(tmp_path / "a.svc", codec=tiny_set)
+        torch.set_num_threads(1)
+        d1 = decode_file(tmp_path / "a.svc", codec=tiny_set)
+    finally:
+        torch.set_num_threads(old)
+    assert (tmp_path / "a.svc").read_bytes() == (tmp_path / "b.svc").read_bytes()
+    assert all(np.array_equal(x, y) for x, y in zip(d1[0] + d1[1], d2[0] + d2[1]))
+
+
+def test_seek_decode_equals_the_matching_frames_of_a_full_decode(tmp_path, tiny_set):
+    from svcodec.codec.api import decode_file, encode_frames
+
+    lefts, rights = moving_clip(5)
+    path = tmp_path / "s.svc"
+    encode_frames(lefts, rights, path, gop=2, fps=FPS, codec=tiny_set)
+    full = decode_file(path, codec=tiny_set)
+    part = decode_file(path, codec=tiny_set, start=3, count=2)  # frame 3 is a P-frame of GOP 1
+    assert len(part[0]) == 2
+    for i in range(2):
+        assert np.array_equal(part[0][i], full[0][3 + i]) and np.array_equal(part[1][i], full[1][3 + i])
+
+
+def test_all_intra_stream_names_only_the_intra_weights(tmp_path, tiny_set):
+    from svcodec.codec.api import decode_file, encode_frames
+
+    lefts, rights = moving_clip(2)
+    encode_frames(lefts, rights, tmp_path / "i.svc", gop=1, fps=FPS, codec=tiny_set)
+    with SvcReader(tmp_path / "i.svc") as r:
+        assert r.sequence.model_name == tiny_set.intra.name
+        assert all(au.frame_type == FrameType.I for _, units in r for au in units)
+    assert len(decode_file(tmp_path / "i.svc", codec=tiny_set.intra)[0]) == 2
+
+
+def test_other_inter_weights_are_refused(tmp_path, tiny_set, tiny_codec):
+    from svcodec.codec.api import decode_file, encode_frames
+    from svcodec.zoo import ModelSet, load_inter, save_inter
+
+    lefts, rights = moving_clip(2)
+    encode_frames(lefts, rights, tmp_path / "p.svc", gop=2, fps=FPS, codec=tiny_set)
+    other = tmp_path / "other_inter.safetensors"
+    save_inter(make_tiny_inter(8), other)
+    with pytest.raises(ModelError, match="encoded with weights"):
+        decode_file(tmp_path / "p.svc", codec=ModelSet(tiny_codec, load_inter(other)))
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/tmp/x", "no_such_weights", "a+b+c", ".hidden"])
+def test_a_stream_may_only_name_shipped_weights(name):
+    from svcodec.zoo import load_set_of_stream
+
+    with pytest.raises(ModelError):
+        load_set_of_stream(name)
+
+
+def test_hdc_em_order_is_causal():
+    """Perturbing any slice later in the order L1, R1, L2, R2, ... leaves the mean, scale and
+    table indices of every earlier slice unchanged; the right view's slice n depends on the left
+    view's slice n."""
+    from svcodec.entropy import scale_to_index
+    from svcodec.nn.hdc_em import SliceEntropyModel
+
+    torch.manual_seed(3)
+    em = SliceEntropyModel(channels=12, prior_channels=9, slices=3, align_channels=4, max_disp=3).eval()
+    phi = torch.randn(2, 9, 5, 7)
+    base = torch.randn(2, 12, 5, 7) * 3
+
+    class Recorder:
+        def __init__(self, y):
+            self.y, self.params = y, {}
+
+        def slice(self, view, n, mu, scale):
+            self.params[(view, n)] = (mu.clone(), scale.clone(), scale_to_index(scale))
+            return torch.round(self.y[view:view + 1, n * 4:(n + 1) * 4] - mu) + mu
+
+    with torch.no_grad():
+        ref = Recorder(base)
+        em.run(phi, ref)
+        order = [(v, n) for n in range(3) for v in (0, 1)]
+        for k, (v, n) in enumerate(order):
+            y = base.clone()
+            y[v, n * 4:(n + 1) * 4] += 5.0  # perturb one slice
+            rec = Recorder(y)
+            em.run(phi, rec)
+            for j, key in enumerate(order):
+                same = all(torch.equal(a, b) if torch.is_tensor(a) else np.array_equal(a, b)
+                           for a, b in zip(ref.params[key], rec.params[key]))
+                if j <= k:
+                    assert same, f"slice {key} changed when slice {(v, n)} (later or same) was perturbed"
+            if k + 1 < len(order):  # the very next slice in the order does depend on it
+                nxt = order[k + 1]
+                assert not torch.equal(ref.params[nxt][0], rec.params[nxt][0])
