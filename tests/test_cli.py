@@ -556,3 +556,24 @@ def test_decode_output_not_writable(tmp_path, stream, tiny_weights):
         fails(svc("decode", stream, "-f", "png", "-o", tmp_path / "afile" / "d", "--weights", tiny_weights, "-q"))
         fails(svc("decode", stream, "-f", "png", "-o", user, "--weights", tiny_weights, "-q"), "already exists")
         fails(svc("decode", stream, "-o", tmp_path / "clash", "--weights", tiny_weights, "-q"), "folder")
+
+
+def test_encode_never_replaces_a_file_that_appears_while_it_runs(tmp_path, pngs, tiny_weights, monkeypatch):
+    """The output name is checked at the start and again when the finished stream is moved
+    into place: a file created under that name in between survives (and nothing else is left)."""
+    import svcodec.codec.session as session
+
+    real = session.encode_pairs
+    out = tmp_path / "o.svc"
+
+    def encode_then_someone_writes(*args, **kw):
+        report = real(*args, **kw)
+        out.write_text("someone else's")
+        return report
+
+    monkeypatch.setattr(session, "encode_pairs", encode_then_someone_writes)
+    fails(svc("encode", *pngs, "-o", out, "--weights", tiny_weights, "-q"), "already exists")
+    assert out.read_text() == "someone else's"
+    assert sorted(os.listdir(tmp_path)) == ["in", "o.svc"]
+    ok(svc("encode", *pngs, "-o", out, "--weights", tiny_weights, "-q", "-y"))  # -y: replaced
+    assert SvcReader(out).sequence.frame_count == 3

@@ -200,11 +200,20 @@ def encode(left, right, output, overwrite, no_overwrite, sbs, rate, gop, frames,
 
         _threads(threads)
         total = source.frame_count if frames is None else min(frames, source.frame_count or frames)
-        with views.EncodeProgress(total, source.width, source.height, quiet or as_json) as prog:
-            report = encode_pairs(
-                source.frames(frames), output, width=source.width, height=source.height, fps=source.fps,
-                rate=rate, gop=gop, grey=source.grey, device=device, weights=weights, on_frame=prog.update,
-            )
+        # The codec writes the finished stream onto a name reserved here; it reaches `output`
+        # only through fsutil.publish, which (without -y) refuses a file that appeared meanwhile.
+        reserved = fsutil.create_temp_file(output)
+        try:
+            with views.EncodeProgress(total, source.width, source.height, quiet or as_json) as prog:
+                report = encode_pairs(
+                    source.frames(frames), reserved, width=source.width, height=source.height, fps=source.fps,
+                    rate=rate, gop=gop, grey=source.grey, device=device, weights=weights, on_frame=prog.update,
+                )
+            with fsutil.signals_deferred():
+                fsutil.publish(reserved, output, overwrite=bool(mode))
+        finally:
+            fsutil.discard(reserved)  # gone already after a successful publish
+    report.path = output
     views.print_encode_report(report, as_json)
 
 
