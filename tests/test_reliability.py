@@ -268,3 +268,25 @@ def test_frames_option_is_consistent_across_containers(tmp_path, tiny_weights, e
     assert SvcReader(tmp_path / "three.svc").sequence.frame_count == 3
     res = svc("encode", lv, rv, "-o", tmp_path / "all.svc", "--weights", tiny_weights, "-q")
     assert res.exit_code == 1 and "r." + ext in res.stderr and not (tmp_path / "all.svc").exists()
+
+
+def test_cleanup_failing_after_a_signal_still_exits_as_interrupted(tmp_path, pngs_small, tiny_weights, monkeypatch):
+    """After SIGHUP the terminal may be gone and the progress bar's cleanup may fail with
+    OSError: svc still removes its temporaries and exits 129, not 'internal error'."""
+    import svcodec.codec.session as session
+    from svcodec.cli import main as cli_main
+    from svcodec.cli import views
+
+    def hang_up(*args, **kw):
+        raise cli_main.Interrupted(signal.SIGHUP)
+
+    def broken_stop(progress):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(session, "encode_pairs", hang_up)
+    monkeypatch.setattr(views, "_stop", broken_stop)
+    out = tmp_path / "out"
+    out.mkdir()
+    res = svc("encode", *pngs_small, "-o", out / "o.svc", "--weights", tiny_weights)
+    assert res.exit_code == 129 and "interrupted (SIGHUP)" in res.stderr, (res.exit_code, res.stderr)
+    assert os.listdir(out) == []

@@ -72,21 +72,29 @@ class _Cli(click.Group):
             except SvcError as exc:
                 self._fail(exc, 1)
             except KeyboardInterrupt as exc:
-                signum = getattr(exc, "signum", signal.SIGINT)
-                fsutil.discard_all()  # whatever a `with` block did not get to
-                _restore_terminal()
-                with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
-                    click.echo(f"svc: interrupted ({_SIGNAL_NAMES.get(signum, signum)})", err=True)
-                sys.exit(128 + signum)
+                self._interrupted(exc)
             except Exception as exc:  # noqa: BLE001 - last line of defence: no tracebacks for users
+                cause = _interruption(exc)
+                if cause is not None:  # e.g. the progress bar could not write to a closed terminal
+                    self._interrupted(cause)
                 self._fail(exc, 3, prefix="internal error: ")
+
+    @staticmethod
+    def _interrupted(exc: KeyboardInterrupt):
+        signum = getattr(exc, "signum", signal.SIGINT)
+        fsutil.discard_all()  # whatever a `with` block did not get to
+        _restore_terminal()
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            click.echo(f"svc: interrupted ({_SIGNAL_NAMES.get(signum, signum)})", err=True)
+        sys.exit(128 + signum)
 
     @staticmethod
     def _fail(exc, code, prefix=""):
         if os.environ.get("SVC_DEBUG"):
             raise exc
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        click.echo(f"svc: error: {prefix}{msg}", err=True)
+        with contextlib.suppress(OSError):  # stderr closed: the exit code still tells
+            click.echo(f"svc: error: {prefix}{msg}", err=True)
         sys.exit(code)
 
     # `svc bench` pulls in matplotlib, scipy and torch: imported only when it is the command.
@@ -111,6 +119,18 @@ class _Cli(click.Group):
         rows += [(n, help_) for n, (_, _, help_) in self._LAZY.items()]
         with formatter.section("Commands"):
             formatter.write_dl(sorted(rows))
+
+
+def _interruption(exc: BaseException) -> KeyboardInterrupt | None:
+    """The interruption an exception was raised while handling, if any (cleanup after a signal
+    can fail in its own way, e.g. writing to a terminal that SIGHUP closed)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__context__
+    return None
 
 
 def _restore_terminal():

@@ -15,6 +15,13 @@ err = Console(stderr=True)
 out = Console(markup=False, emoji=False, soft_wrap=True)  # file paths verbatim: no markup, no wrapping
 
 
+def _stop(progress) -> None:
+    try:
+        progress.stop()  # shows the cursor again
+    except OSError:  # the terminal went away (SIGHUP): nothing left to restore
+        pass
+
+
 def restore_terminal() -> None:
     """Show the cursor again (a progress bar hides it) after an interruption."""
     try:
@@ -44,7 +51,7 @@ class EncodeProgress:
         return self
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        _stop(self.progress)
 
     def update(self, stats):
         if self.n == 0:
@@ -74,7 +81,7 @@ class DecodeProgress:
         return self
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        _stop(self.progress)
 
     def advance(self):
         self.n += 1
