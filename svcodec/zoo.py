@@ -159,18 +159,30 @@ def load_set(weights: str | None = None, inter_weights: str | None = None, *, ne
     return ModelSet(intra, load_inter(inter_weights, device) if need_inter else None)
 
 
-def load_set_of_stream(model_name: str, weights: str | None = None, inter_weights: str | None = None,
-                       device: str = "cpu") -> ModelSet:
-    """The weights a stream names (shipped only), unless the user passes them explicitly."""
+def _stream_names(model_name: str) -> list[str]:
     names = model_name.split("+")
     if len(names) > 2:
         raise ModelError(f"the stream names weights {model_name!r}: at most intra+inter")
+    return names
+
+
+def load_inter_of_stream(model_name: str, inter_weights: str | None = None,
+                         device: str = "cpu") -> LoadedInter | None:
+    """The P-frame weights a stream needs (None for an all-intra stream)."""
+    names = _stream_names(model_name)
+    if len(names) < 2:
+        return None
+    if inter_weights:
+        return load_inter(inter_weights, device)
+    return load_inter(device=device, path=resolve_shipped(names[1]))
+
+
+def load_set_of_stream(model_name: str, weights: str | None = None, inter_weights: str | None = None,
+                       device: str = "cpu") -> ModelSet:
+    """The weights a stream names (shipped only), unless the user passes them explicitly."""
+    names = _stream_names(model_name)
     intra = load_intra(weights, device) if weights else load_intra(device=device, path=resolve_shipped(names[0]))
-    inter = None
-    if len(names) == 2:
-        inter = (load_inter(inter_weights, device) if inter_weights
-                 else load_inter(device=device, path=resolve_shipped(names[1])))
-    return ModelSet(intra, inter)
+    return ModelSet(intra, load_inter_of_stream(model_name, inter_weights, device))
 
 
 _Q8, _SCALE = ".q8", ".q8scale"

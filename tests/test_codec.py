@@ -55,7 +55,8 @@ def encoded(tmp_path_factory, tiny_codec, clip):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        report = encode_frames(lefts, rights, path, rate=2.0, gop=2, fps=FPS, codec=tiny_codec)
+        # all-intra (gop 1): these tests are about the I-frame path; P-frames: test_inter.py
+        report = encode_frames(lefts, rights, path, rate=2.0, gop=1, fps=FPS, codec=tiny_codec)
     finally:
         torch.set_num_threads(before)
     return path, report
@@ -100,7 +101,7 @@ def test_header_preserves_count_size_fps_and_model(encoded, tiny_codec):
     seq = r.sequence
     assert (seq.width, seq.height, seq.frame_count) == (64, 48, 3)
     assert Fraction(seq.fps_num, seq.fps_den) == FPS
-    assert seq.gop_size == 2 and seq.rate == 2.0 and seq.colour == Colour.RGB
+    assert seq.gop_size == 1 and seq.rate == 2.0 and seq.colour == Colour.RGB
     assert seq.model_id == tiny_codec.model_id and seq.model_name == "tiny"
     assert (report.frames, report.width, report.height) == (3, 64, 48)
     assert report.bytes == os.path.getsize(path) == r.file_size
@@ -151,11 +152,13 @@ def test_gop_splitting(tmp_path, tiny_codec):
     assert [g.first_frame for g in r.gops] == [0, 2, 4]
     assert [r.gop_of_frame(i) for i in range(5)] == [0, 0, 1, 1, 2]
     assert len(SvcReader(tmp_path / "g32.svc")) == 1
-    # all I-frames: the GOP structure changes the container, not the access units
+    # every GOP starts with an I-frame; the rest are P-frames predicted inside the GOP
     a, b = access_units(tmp_path / "g2.svc"), access_units(tmp_path / "g32.svc")
     assert [au.frame_index for au in a] == list(range(5))
-    assert [(au.recon_crc32, [s.data for s in au.substreams]) for au in a] == \
-           [(au.recon_crc32, [s.data for s in au.substreams]) for au in b]
+    assert [au.frame_type for au in a] == [FrameType.I, FrameType.P, FrameType.I, FrameType.P, FrameType.I]
+    assert [au.frame_type for au in b] == [FrameType.I] + [FrameType.P] * 4
+    # the first I-frame does not depend on the GOP size
+    assert [s.data for s in a[0].substreams] == [s.data for s in b[0].substreams]
     items = list(iter_decode(tmp_path / "g2.svc", codec=tiny_codec))
     assert [i for i, _, _ in items] == [0, 1, 2, 3, 4]
 
@@ -210,7 +213,7 @@ def test_fractional_rate_round_trips(tmp_path, tiny_codec):
     sizes = {}
     for rate in (1.0, 1.3, 1.5, 2.0):
         path = tmp_path / f"r{rate}.svc"
-        report = encode_frames(lefts, rights, path, rate=rate, codec=tiny_codec)
+        report = encode_frames(lefts, rights, path, rate=rate, gop=1, codec=tiny_codec)
         seq = SvcReader(path).sequence
         assert seq.rate == rate  # 1.3 is not a float32; it reads back as 1.3 all the same
         dl, dr = decode_file(path, codec=tiny_codec)
@@ -255,7 +258,7 @@ def test_decoding_with_another_model_is_model_error(encoded, other_codec, other_
         decode_file(path, codec=other_codec)
     with pytest.raises(ModelError):
         decode_file(path, weights=str(other_weights))
-    with pytest.raises(ModelError, match="not found"):
+    with pytest.raises(ModelError, match="does not ship"):
         decode_file(path)  # the stream names "tiny", which is not in weights/
     with pytest.raises(ModelError, match="not found"):
         decode_file(path, weights=str(other_weights.parent / "missing.safetensors"))
@@ -273,7 +276,7 @@ def _au_start(path, gop, au_in_gop):
 @pytest.mark.parametrize("where", ["recon_crc", "table", "payload_start", "payload_mid", "last_byte"])
 def test_flipped_byte_in_access_unit_is_bitstream_error(tmp_path, encoded, tiny_codec, where):
     path, _ = encoded
-    start, size = _au_start(path, 1, 0)  # frame 2: first AU of the second GOP
+    start, size = _au_start(path, 2, 0)  # frame 2: the third GOP's (only) AU
     payload = access_units(path)[2].payload_bytes()
     payload_start = size - 4 - payload
     assert AU_HEADER_SIZE < payload_start < size // 2
@@ -318,8 +321,22 @@ MUTATIONS = {
         slice(2, 4), [type(s)(1 - s.view, s.kind, s.slot, s.data) for s in aus[1].substreams[2:4]][::-1]),
     "substream_dropped": lambda aus: aus[1].substreams.pop(),
     "recon_crc_changed": lambda aus: setattr(aus[1], "recon_crc32", aus[1].recon_crc32 ^ 1),
-    "p_frame": lambda aus: setattr(aus[1], "frame_type", FrameType.P),
 }
+
+
+def test_p_frame_in_an_all_intra_stream_is_bitstream_error(tmp_path, encoded, tiny_codec):
+    # re-mux frames 0 and 1 into one GOP with frame 1 marked P: the stream names no P-frame weights
+    path, _ = encoded
+    r = SvcReader(path)
+    aus = [a for _, g in r for a in g]
+    aus[1].frame_type = FrameType.P
+    import dataclasses
+
+    with SvcWriter(tmp_path / "bad.svc", dataclasses.replace(r.sequence, gop_size=2)) as w:
+        w.write_gop(aus[:2])
+        w.write_gop(aus[2:])
+    with pytest.raises(BitstreamError, match="frame 1.*without P-frame weights"):
+        decode_file(tmp_path / "bad.svc", codec=tiny_codec)
 
 
 @pytest.mark.parametrize("name", sorted(MUTATIONS))

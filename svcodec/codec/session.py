@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..metrics import psnr_rgb
 from ..container import AccessUnit, Colour, FrameType, SequenceHeader, SvcReader, SvcWriter, frame_crc32
 from ..errors import BitstreamError, InputError, ModelError
-from ..zoo import LoadedIntra, ModelSet, load_set, load_set_of_stream
+from ..zoo import LoadedIntra, ModelSet, load_inter_of_stream, load_set, load_set_of_stream
 from .inter import decode_inter, encode_inter
 from .intra import decode_intra, encode_intra
 from .motion import make_estimator
@@ -230,14 +230,12 @@ def open_stream(path: str | Path, weights: str | None = None, device: str = "cpu
     seq = reader.sequence
     dev = deterministic_inference(device)
     models = as_model_set(codec)
-    needs_inter = "+" in seq.model_name
     if models is None:
         models = load_set_of_stream(seq.model_name, weights, inter_weights, device=str(dev))
-    elif needs_inter and models.inter is None:
-        models = ModelSet(models.intra, load_set_of_stream(seq.model_name, None, inter_weights,
-                                                           device=str(dev)).inter)
-    elif not needs_inter:
-        models = ModelSet(models.intra, None)
+    elif "+" not in seq.model_name:
+        models = ModelSet(models.intra, None)  # an all-intra stream
+    elif models.inter is None:
+        models = ModelSet(models.intra, load_inter_of_stream(seq.model_name, inter_weights, str(dev)))
     if models.model_id != seq.model_id:
         raise ModelError(
             f"{path} was encoded with weights {seq.model_id.hex()} ({seq.model_name}); "
