@@ -177,11 +177,12 @@ def main():
 @click.option("--fps", default=None, help="Frame rate for image-folder input (e.g. 30 or 30000/1001).")
 @click.option("--device", type=DEVICE, default="cpu", show_default=True)
 @click.option("--weights", default=None, help="Weights name in weights/ or a .safetensors path.")
+@click.option("--inter-weights", default=None, help="P-frame weights (name or path) for GOPs longer than 1.")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (output is identical for any value).")
 @click.option("--json", "as_json", is_flag=True, help="Print the encode report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def encode(left, right, output, overwrite, no_overwrite, sbs, rate, gop, frames, fps, device, weights,
-           threads, as_json, quiet):
+           inter_weights, threads, as_json, quiet):
     """Compress a stereo clip into an .svc file.
 
     LEFT and RIGHT are two videos (anything FFmpeg reads) or two folders of PNG/WebP/JPEG
@@ -228,6 +229,7 @@ def encode(left, right, output, overwrite, no_overwrite, sbs, rate, gop, frames,
                 report = encode_pairs(
                     source.frames(frames), reserved, width=source.width, height=source.height, fps=source.fps,
                     rate=rate, gop=gop, grey=source.grey, device=device, weights=weights, on_frame=prog.update,
+                    **_inter(inter_weights),
                 )
             with fsutil.signals_deferred():
                 fsutil.publish(reserved, output, overwrite=bool(mode))
@@ -248,9 +250,10 @@ def encode(left, right, output, overwrite, no_overwrite, sbs, rate, gop, frames,
               default="mkv", show_default=True, help="Lossless output: FFV1 Matroska or PNG frames.")
 @click.option("--device", type=DEVICE, default="cpu", show_default=True)
 @click.option("--weights", default=None, help="Override the weights named in the stream.")
+@click.option("--inter-weights", default=None, help="Override the P-frame weights named in the stream.")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (output is identical for any value).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def decode(stream, output, overwrite, no_overwrite, fmt, device, weights, threads, quiet):
+def decode(stream, output, overwrite, no_overwrite, fmt, device, weights, inter_weights, threads, quiet):
     """Decode an .svc file back to stereo frames (lossless containers of the reconstruction).
 
     Every frame is checked against the encoder's reconstruction checksum: a corrupt stream
@@ -276,7 +279,7 @@ def decode(stream, output, overwrite, no_overwrite, fmt, device, weights, thread
     _threads(threads)
     fps = Fraction(seq.fps_num, seq.fps_den)
     try:
-        _, codec = open_stream(stream, weights=weights, device=device)
+        _, codec = open_stream(stream, weights=weights, device=device, **_inter(inter_weights))
         with views.DecodeProgress(seq.frame_count, quiet) as prog, StereoWriter(
             output, fmt=fmt, width=seq.width, height=seq.height, fps=fps, grey=seq.colour == Colour.GREY,
             overwrite=bool(mode),
@@ -316,6 +319,11 @@ def _naming(exc: BitstreamError, path: str) -> BitstreamError:
     """Stream errors name the file (the codec's own messages start at the frame)."""
     text = str(exc)
     return exc if text.startswith(os.fspath(path)) else BitstreamError(f"{path}: {text}")
+
+
+def _inter(inter_weights):
+    # passed only when given, so an intra-only codec API keeps being called as before
+    return {"inter_weights": inter_weights} if inter_weights else {}
 
 
 def _notices(lines) -> None:
