@@ -81,12 +81,17 @@ def test_entry_point_trains_then_resumes_exactly(tmp_path, data_dir, monkeypatch
     monkeypatch.setenv("SVC_CACHE", str(tmp_path / "cache"))
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     threads = torch.get_num_threads()
+    # the codec tests' deterministic inference turns oneDNN off in this process; the training
+    # subprocesses above ran with it on: compare the same arithmetic
+    mkldnn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = True
     try:
         train_main(["--ckpt", str(b), "--data", str(data_dir), *TINY_RUN, "--steps", "4", "--minutes", "1"])
     finally:
         for s, h in handlers.items():
             signal.signal(s, h)
         torch.set_num_threads(threads)
+        torch.backends.mkldnn.enabled = mkldnn
     ra, rb = _ckpt(a), _ckpt(b)
     assert ra["step"] == rb["step"] == 4
     # same data position, rates and noise after resuming: the same weights as one straight run
