@@ -16,7 +16,7 @@
 #   MINUTES     training minutes; overrides the BUDGET_MIN arithmetic
 #   DATA        data dir or pack            (runs/pack)
 #   CKPT        checkpoint to resume/write  (runs/burst/MODEL.pt)
-#   INIT        weights for a new run       (elic_small_vr for intra)
+#   INIT        weights for a new run       (elic_small_vr for intra, hdc_small_vr for inter)
 #   BATCH CROP LR   trainer batch (per GPU), crop and learning rate (cuda: 32, 256, 1e-4)
 #   PYTHON      interpreter                 (python3)
 #   NPROC       processes (GPUs) for torchrun (1: plain python)
@@ -60,7 +60,7 @@ INIT_ARGS=()
 if [ -f "$CKPT" ]; then
   echo "resuming $CKPT"
 else
-  INIT=${INIT:-$([ "$MODEL" = intra ] && echo elic_small_vr || true)}
+  INIT=${INIT:-$(case "$MODEL" in intra) echo elic_small_vr ;; inter) echo hdc_small_vr ;; esac)}
   [ -n "$INIT" ] && INIT_ARGS=(--init "$INIT")
 fi
 if [ -z "${MINUTES:-}" ]; then
@@ -77,6 +77,9 @@ LAUNCH=($PYTHON -m svcodec.train)
 # 3. export and copy
 if [ "$MODEL" = intra ]; then
   $PYTHON -m svcodec.train.export "$CKPT" "$OUT/elic_small_vr.safetensors" --data "$DATA" \
+    --note "gpu_burst.sh on $DEVICE, $(date -u +%F)"
+elif [ "$MODEL" = inter ]; then
+  $PYTHON -m svcodec.train.export_inter "$CKPT" "$OUT/hdc_small_vr.safetensors" \
     --note "gpu_burst.sh on $DEVICE, $(date -u +%F)"
 else
   echo "no exporter for $MODEL yet: only the checkpoint is copied"

@@ -137,14 +137,19 @@ def print_info(reader, units) -> None:
     out.print(g)
     if not units:
         return
-    f = Table(title="Access units")
-    for col in ("frame", "type", "left B", "right B", "hyper B", "total B", "bpp", "recon crc"):
+    f = Table(title="Access units (bytes per view: mv = motion of P-frames, ctx = context/texture)")
+    for col in ("frame", "type", "mv L", "mv R", "ctx L", "ctx R", "total B", "bpp", "recon crc"):
         f.add_column(col, justify="right")
+    motion = (SubstreamKind.MOTION_HYPER, SubstreamKind.MOTION_LATENT)
+
+    def part(au, view, kinds):
+        return sum(len(s.data) for s in au.substreams if s.view == view and s.kind in kinds)
+
     for au in units:
-        per_view = [sum(len(s.data) for s in au.substreams if s.view == v) for v in (0, 1)]
-        hyper = sum(len(s.data) for s in au.substreams
-                    if s.kind in (SubstreamKind.TEXTURE_HYPER, SubstreamKind.MOTION_HYPER))
         total = au.payload_bytes()
-        f.add_row(str(au.frame_index), FrameType(au.frame_type).name, str(per_view[0]), str(per_view[1]),
-                  str(hyper), str(total), f"{total * 8 / pixels:.4f}", f"{au.recon_crc32:08x}")
+        is_p = au.frame_type == FrameType.P
+        mv = [str(part(au, v, motion)) if is_p else "-" for v in (0, 1)]
+        ctx = [str(part(au, v, (SubstreamKind.TEXTURE_HYPER, SubstreamKind.TEXTURE_LATENT))) for v in (0, 1)]
+        f.add_row(str(au.frame_index), FrameType(au.frame_type).name, *mv, *ctx, str(total),
+                  f"{total * 8 / pixels:.4f}", f"{au.recon_crc32:08x}")
     out.print(f)

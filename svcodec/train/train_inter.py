@@ -152,18 +152,21 @@ def main(argv=None) -> None:
     ap.add_argument("--hours", type=float, default=None)
     ap.add_argument("--steps", type=int, default=10**9)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--crop", default="128x192", help="HxW of the training crops")
+    ap.add_argument("--crop", default="128x192", help="HxW (or one size for square crops), multiples of 64")
     ap.add_argument("--frames", type=int, default=2, help="P-frames per sample")
     ap.add_argument("--cascade", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--save-minutes", type=float, default=3.0)
+    ap.add_argument("--log-seconds", type=float, default=30.0, help="log line interval")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-mono", action="store_true", help="stereo clips only")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     minutes = args.minutes if args.minutes is not None else (args.hours or 1.0) * 60
-    crop = tuple(int(v) for v in args.crop.lower().split("x"))
+    crop = tuple(int(v) for v in args.crop.lower().split("x")) * (1 if "x" in args.crop.lower() else 2)
+    if len(crop) != 2 or crop[0] % 64 or crop[1] % 64:
+        ap.error(f"--crop {args.crop}: expected HxW, multiples of 64")
 
     state = torch.load(args.ckpt, map_location="cpu", weights_only=False) if args.ckpt.exists() else None
     stage = args.stage or (state or {}).get("stage") or "full"
@@ -221,7 +224,7 @@ def main(argv=None) -> None:
         }, args.ckpt)
 
     t_end = time.time() + minutes * 60
-    last_save = time.time()
+    last_save = last_log = time.time()
     ema = None
     while step < args.steps and time.time() < t_end and not stop["now"]:
         t0 = time.time()
@@ -261,9 +264,10 @@ def main(argv=None) -> None:
         seconds += time.time() - t0
         mse_all = torch.cat(mses)
         psnr = float((-10 * torch.log10(mse_all.clamp_min(1e-10))).mean())
-        cur = (float(loss), float(torch.stack(bpps).mean()), float(torch.stack(bpp_mv).mean()), psnr)
+        cur = (float(loss.detach()), float(torch.stack(bpps).mean()), float(torch.stack(bpp_mv).mean()), psnr)
         ema = cur if ema is None else tuple(0.98 * a + 0.02 * c for a, c in zip(ema, cur))
-        if step % 10 == 0:
+        if time.time() - last_log >= args.log_seconds:
+            last_log = time.time()
             px = b * 2 * (seq.shape[1] - 1) * seq.shape[-1] * seq.shape[-2]
             dt = time.time() - t0
             print(f"step {step} stage {stage} loss {ema[0]:.4f} P bpp {ema[1]:.4f} (motion {ema[2]:.4f}) "
