@@ -178,3 +178,20 @@ def test_hdc_em_order_is_causal():
             if k + 1 < len(order):  # the very next slice in the order does depend on it
                 nxt = order[k + 1]
                 assert not torch.equal(ref.params[nxt][0], rec.params[nxt][0])
+
+
+def test_decode_start_accepts_frames_and_times():
+    import click
+
+    from svcodec.cli.main import _start_frame
+    from svcodec.container import SequenceHeader
+
+    seq = SequenceHeader(width=64, height=64, fps_num=30000, fps_den=1001, gop_size=8,
+                         model_id=bytes(16), model_name="x", rate=1.0, frame_count=100)
+    assert _start_frame("12", seq) == 12
+    assert _start_frame("1s", seq) == 29  # 29.97 fps: frame 29 is on screen at t = 1 s
+    assert _start_frame("0:02.5", seq) == 74
+    assert _start_frame("1:00", seq) == 1798
+    for bad in ("abc", "-1s", "1:x", "nans"):
+        with pytest.raises(click.BadParameter):
+            _start_frame(bad, seq)

@@ -239,6 +239,27 @@ def encode(left, right, output, overwrite, no_overwrite, sbs, rate, gop, frames,
     views.print_encode_report(report, as_json)
 
 
+def _start_frame(text: str, seq) -> int:
+    """--start: a frame number ('120') or a time ('2.5s', '1:02.5', '0:01:02.5') at the stream's
+    frame rate (the frame shown at that time)."""
+    text = text.strip()
+    try:
+        if text.isdigit():
+            return int(text)
+        if text.endswith("s"):
+            seconds = float(text[:-1])
+        else:
+            seconds = 0.0
+            for part in text.split(":"):
+                seconds = seconds * 60 + float(part)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected a frame number or a time like 2.5s or 1:02.5",
+                                 param_hint="--start") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise click.BadParameter(f"{text!r}: must be a time >= 0", param_hint="--start")
+    return int(seconds * seq.fps_num // seq.fps_den + 1e-9)
+
+
 @main.command()
 @click.argument("stream", type=click.Path())
 @click.option("-o", "--output", default=None,
@@ -252,8 +273,12 @@ def encode(left, right, output, overwrite, no_overwrite, sbs, rate, gop, frames,
 @click.option("--weights", default=None, help="Override the weights named in the stream.")
 @click.option("--inter-weights", default=None, help="Override the P-frame weights named in the stream.")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (output is identical for any value).")
+@click.option("--start", default="0", show_default=True,
+              help="First frame to output: a frame number, or a time in seconds ('2.5s', '1:02.5'). "
+                   "Decoding seeks through the index and starts at the I-frame of the GOP holding it.")
+@click.option("--frames", "count", type=click.IntRange(min=1), default=None, help="Output at most N frame pairs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def decode(stream, output, overwrite, no_overwrite, fmt, device, weights, inter_weights, threads, quiet):
+def decode(stream, output, overwrite, no_overwrite, fmt, device, weights, inter_weights, threads, start, count, quiet):
     """Decode an .svc file back to stereo frames (lossless containers of the reconstruction).
 
     Every frame is checked against the encoder's reconstruction checksum: a corrupt stream
@@ -270,6 +295,10 @@ def decode(stream, output, overwrite, no_overwrite, fmt, device, weights, inter_
     for i in range(len(reader)):  # and every access unit's CRC and table, one GOP at a time
         reader.read_gop(i)
     seq = reader.sequence
+    first = _start_frame(start, seq)
+    if seq.frame_count and first >= seq.frame_count:
+        raise InputError(f"{stream}: --start {start} is past the stream's end ({seq.frame_count} frames)")
+    total = max(0, seq.frame_count - first) if count is None else min(count, max(0, seq.frame_count - first))
     output = output or default_output_name(stream, fmt)
     paths = output_paths(output, fmt)
     check_outputs(paths, fmt, (stream,), mode)
@@ -280,17 +309,17 @@ def decode(stream, output, overwrite, no_overwrite, fmt, device, weights, inter_
     fps = Fraction(seq.fps_num, seq.fps_den)
     try:
         _, codec = open_stream(stream, weights=weights, device=device, **_inter(inter_weights))
-        with views.DecodeProgress(seq.frame_count, quiet) as prog, StereoWriter(
+        with views.DecodeProgress(total, quiet) as prog, StereoWriter(
             output, fmt=fmt, width=seq.width, height=seq.height, fps=fps, grey=seq.colour == Colour.GREY,
             overwrite=bool(mode),
         ) as writer:
-            for _, left, right in iter_decode(stream, device=device, codec=codec):
+            for _, left, right in iter_decode(stream, device=device, codec=codec, start=first, count=count):
                 writer.write(left, right)
                 prog.advance()
     except BitstreamError as e:
         raise _naming(e, stream) from None
     if not quiet:
-        click.echo(f"decoded {seq.frame_count} frame pairs ({prog.fps:.2f} fps) -> {', '.join(paths)}")
+        click.echo(f"decoded {total} frame pairs ({prog.fps:.2f} fps) -> {', '.join(paths)}")
 
 
 @main.command()
