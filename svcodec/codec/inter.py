@@ -85,6 +85,9 @@ class _EncoderSide:
     def slices(self, kind, y):
         return _SliceWriter(self, kind, y)
 
+    def prediction(self, pred):
+        pass
+
 
 class _SliceWriter:
     def __init__(self, side: _EncoderSide, kind: str, y: torch.Tensor):
@@ -121,6 +124,9 @@ class _DecoderSide:
 
     def slices(self, kind, y):
         return _SliceReader(self, kind)
+
+    def prediction(self, pred):
+        pass
 
 
 class _SliceReader:

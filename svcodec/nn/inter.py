@@ -226,7 +226,8 @@ def code_p_frame(model: StereoInterCodec, ref: Reference, rate, side) -> tuple[t
 
     side.latent(kind, fn) -> y (fn computes it; only the encoder/training sides call it),
     side.hyper(kind, z_or_none, entropy_bottleneck, shape) -> z_hat,
-    side.slices(kind, y_or_none) -> a coder for SliceEntropyModel.run.
+    side.slices(kind, y_or_none) -> a coder for SliceEntropyModel.run,
+    side.prediction(pred): sees the motion-compensated prediction (training's warping loss).
     kind is "motion" or "context". Returns (x_hat, new reference)."""
     mc, cc = model.motion, model.context
     g_mv = rate_gain(model.log_gain_mv, rate)
@@ -241,6 +242,7 @@ def code_p_frame(model: StereoInterCodec, ref: Reference, rate, side) -> tuple[t
     flow_hat = mc.synthesis(y_mv_hat / g_mv)
 
     ctx = model.compensation(ref.feature, ref.frame, flow_hat)
+    side.prediction(ctx[3])
 
     y = side.latent("context", lambda: cc.analysis(side.x, ctx) * g)
     z = side.hyper("context", None if y is None else (lambda: cc.h_a(y)), cc.entropy_bottleneck,

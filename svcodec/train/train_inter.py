@@ -10,6 +10,9 @@ summed over both views and the P-frames:
     sum_t  lambda_r * MSE(x_t, x_hat_t) + bpp_t   (motion + context, latents + hyper-latents)
 With --cascade (the default) gradients flow across the P-frames (the paper's cascaded loss);
 --no-cascade detaches the reference between frames (the 1-frame stage).
+A warping term, w * lambda_r * MSE(x_t, motion-compensated prediction), teaches the motion
+coder to deliver usable flow early (DCVC trains its motion stage on this distortion first); w
+decays linearly from --warp-weight to a tenth of it over --warp-decay-steps.
 
 Stages (paper appendix A, Table S2), chosen with --stage:
   single  no HDC-FER and no cross-view priors (the single-view backbone, both views batched)
@@ -74,6 +77,9 @@ class TrainingSide:
 
     def slices(self, kind, y):
         return _TrainingSlices(self, kind, y)
+
+    def prediction(self, pred):
+        self.pred = pred
 
 
 class _TrainingSlices:
@@ -156,6 +162,8 @@ def main(argv=None) -> None:
     ap.add_argument("--frames", type=int, default=2, help="P-frames per sample")
     ap.add_argument("--cascade", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--warp-weight", type=float, default=1.0)
+    ap.add_argument("--warp-decay-steps", type=int, default=3000)
     ap.add_argument("--save-minutes", type=float, default=3.0)
     ap.add_argument("--log-seconds", type=float, default=30.0, help="log line interval")
     ap.add_argument("--threads", type=int, default=2)
@@ -238,7 +246,8 @@ def main(argv=None) -> None:
             x_i = intra.model(x0, i_rate)["x_hat"].clamp(0, 1)
         ref = model.reference_from_intra(x_i)
         loss = 0.0
-        mses, bpps, bpp_mv = [], [], []
+        w_warp = args.warp_weight * max(0.1, 1.0 - 0.9 * step / max(1, args.warp_decay_steps))
+        mses, bpps, bpp_mv, wmses = [], [], [], []
         for t in range(1, seq.shape[1]):
             x = frames_per_view(seq[:, t])
             side = TrainingSide(x, flow_of(x, ref.frame.detach()))
@@ -246,8 +255,10 @@ def main(argv=None) -> None:
             mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
             pixels = x.shape[2] * x.shape[3]
             bpp = (side.bits["motion"] + side.bits["context"]) / pixels
-            loss = loss + (lambda_for(rate2) * mse + bpp).mean()
+            warp_mse = ((side.pred - x) ** 2).mean(dim=(1, 2, 3))
+            loss = loss + (lambda_for(rate2) * (mse + w_warp * warp_mse) + bpp).mean()
             mses.append(mse.detach())
+            wmses.append(warp_mse.detach())
             bpps.append(bpp.detach().mean())
             bpp_mv.append((side.bits["motion"] / pixels).detach().mean())
             if not args.cascade:
@@ -264,14 +275,16 @@ def main(argv=None) -> None:
         seconds += time.time() - t0
         mse_all = torch.cat(mses)
         psnr = float((-10 * torch.log10(mse_all.clamp_min(1e-10))).mean())
-        cur = (float(loss.detach()), float(torch.stack(bpps).mean()), float(torch.stack(bpp_mv).mean()), psnr)
+        warp_psnr = float((-10 * torch.log10(torch.cat(wmses).clamp_min(1e-10))).mean())
+        cur = (float(loss.detach()), float(torch.stack(bpps).mean()), float(torch.stack(bpp_mv).mean()), psnr,
+               warp_psnr)
         ema = cur if ema is None else tuple(0.98 * a + 0.02 * c for a, c in zip(ema, cur))
         if time.time() - last_log >= args.log_seconds:
             last_log = time.time()
             px = b * 2 * (seq.shape[1] - 1) * seq.shape[-1] * seq.shape[-2]
             dt = time.time() - t0
             print(f"step {step} stage {stage} loss {ema[0]:.4f} P bpp {ema[1]:.4f} (motion {ema[2]:.4f}) "
-                  f"P psnr {ema[3]:.2f} | {dt:.2f} s/step, {px / dt / 1e3:.0f} kpx/s, {seconds / 3600:.2f} h",
+                  f"P psnr {ema[3]:.2f} (prediction {ema[4]:.2f}) | {dt:.2f} s/step, {px / dt / 1e3:.0f} kpx/s, {seconds / 3600:.2f} h",
                   flush=True)
         if step % 100 == 0:
             history.append({"step": step, "loss": ema[0], "bpp": ema[1], "psnr": ema[3]})
