@@ -54,7 +54,8 @@ def smooth_pair(n: int, h: int, w: int, seed: int):
 
 
 def make_seeds(folder: Path, codec) -> list[bytes]:
-    """Real streams from the shipped weights: a 3-frame GOP-2 stream and a 2-frame grey-size one."""
+    """Real streams from the shipped weights: 64x64, 3 frames, GOP 2 (I P I when P-frame weights
+    are present) and 80x48, 2 frames, GOP 1 (all intra)."""
     from svcodec.codec.api import encode_frames
 
     out = []
@@ -202,6 +203,9 @@ def main() -> None:
         tmp = Path(tmp)
         seeds = make_seeds(tmp, codec)
         report["seed_stream_bytes"] = [len(s) for s in seeds]
+        report["seed_streams"] = [
+            {"model_name": r.sequence.model_name, "frame_types": "".join(au.frame_type.name for _, g in r for au in g)}
+            for r in (SvcReader(tmp / f"seed{k}.svc") for k in range(len(seeds)))]
         if args.parser:
             report["parser"] = run_inputs("parser", parser_inputs(seeds, args.parser, args.seed),
                                           parse_everything, tmp / "p.svc", args.slow)
