@@ -86,7 +86,7 @@ def test_round_trip(stream):
     assert r.sequence == make_seq(frame_count=10)
     assert r.sequence.rate == 1.3 and r.sequence.colour == Colour.RGB
     assert [(g.index, g.first_frame, g.frame_count) for g in r.gops] == [(0, 0, 4), (1, 4, 4), (2, 8, 2)]
-    assert r.version == (1, 0) and len(r) == 3
+    assert r.version == (1, 1) and len(r) == 3
     payload = sum(len(s.data) for g in gops for au in g for s in au.substreams)
     assert r.file_size == os.path.getsize(path)
     assert r.overhead_bytes() == r.file_size - payload > 0

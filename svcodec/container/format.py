@@ -28,7 +28,7 @@ from ..errors import BitstreamError
 MAGIC = b"\x89SVC"
 END_MAGIC = b"\x89END"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1  # 1.1: P access units and model sets are defined (docs/FORMAT.md section 11)
 
 FILE_HEADER_FIXED = 8  # magic(4) major(1) minor(1) body_length(2)
 SEQ_BODY_FIXED = 42  # sequence header body without the model name bytes
