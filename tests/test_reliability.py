@@ -71,8 +71,8 @@ def long_stream(tmp_path_factory, tiny_codec):
 
 def interrupt(args, cwd, sig, busy):
     """Run `svc` with stderr on a pseudo-terminal (so the progress bar hides the cursor), send
-    `sig` once `busy()` says the command has temporaries on disk, and return (exit code, what
-    the terminal received)."""
+    `sig` once `busy()` says the command has temporaries on disk and the bar is drawn, and
+    return (exit code, what the terminal received)."""
     master, slave = pty.openpty()
     proc = svc_process(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=slave, start_new_session=True)
     os.close(slave)
@@ -92,11 +92,11 @@ def interrupt(args, cwd, sig, busy):
     reader.start()
     try:
         deadline = time.monotonic() + 120
-        while not busy():
+        while not (busy() and HIDE in received):  # temporaries on disk and the progress bar drawn
             assert proc.poll() is None, ("svc ended before the signal", proc.returncode, bytes(received))
-            assert time.monotonic() < deadline, "svc never started writing"
+            assert time.monotonic() < deadline, ("svc never got going", bytes(received))
             time.sleep(0.02)
-        time.sleep(0.5)  # well inside the frame loop, progress bar drawn
+        time.sleep(0.3)  # inside the frame loop
         assert proc.poll() is None, "the clip is too short: svc finished before the signal"
         proc.send_signal(getattr(signal, sig))
         code = proc.wait(timeout=60)
