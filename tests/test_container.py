@@ -310,3 +310,19 @@ def test_limits_are_enforced_before_reading(tmp_path):
     path.write_bytes(crafted_stream(8192, 4320, frames=3, gop_size=2))
     r = SvcReader(path)
     assert (r.sequence.width, r.sequence.frame_count, len(r.gops)) == (8192, 3, 2)
+
+
+def test_writer_handles_255_byte_names_and_leaves_no_temporary(tmp_path):
+    name = "ü" * 100 + "s" * 51 + ".svc"  # 255 bytes in UTF-8, the usual limit
+    assert len(name.encode()) == 255
+    path = write(tmp_path / name, make_gops((2,)))
+    assert SvcReader(path).sequence.frame_count == 2
+    assert os.listdir(tmp_path) == [name]
+    with pytest.raises(RuntimeError):
+        with SvcWriter(tmp_path / name, make_seq()) as w:
+            w.write_gop(make_gops((1,))[0])
+            raise RuntimeError("encoder failed")
+    assert os.listdir(tmp_path) == [name] and SvcReader(path).sequence.frame_count == 2
+    with pytest.raises(InputError, match="already exists"):
+        SvcWriter(tmp_path / name, make_seq(), overwrite=False)
+    assert os.listdir(tmp_path) == [name]
