@@ -521,7 +521,7 @@ def test_unknown_version(tmp_path, stream, tiny_weights):
     data[4] = 2  # major version
     bad = tmp_path / "v2.svc"
     bad.write_bytes(bytes(data))
-    _decode_and_info_fail(tmp_path, bad, tiny_weights, "version 2.0")
+    _decode_and_info_fail(tmp_path, bad, tiny_weights, "version 2.")  # 2.<minor of this release>
 
 
 def test_stream_with_other_weights(tmp_path, stream, tiny_weights, other_weights):
