@@ -24,6 +24,8 @@ import torch.nn.functional as F
 
 from ..metrics import psnr_rgb
 from ..container import AccessUnit, Colour, FrameType, SequenceHeader, SvcReader, SvcWriter, frame_crc32
+from ..container.format import MAX_GOP_SIZE
+from ..entropy import CodingClock
 from ..errors import BitstreamError, InputError, ModelError
 from ..zoo import LoadedIntra, ModelSet, load_inter_of_stream, load_set, load_set_of_stream
 from .inter import decode_inter, encode_inter
@@ -92,8 +94,10 @@ class EncodeReport:
     payload_bytes: int = 0  # entropy-coded substreams only
     est_bits: float = 0.0  # the model's rate estimate for the same symbols
     enc_seconds: float = 0.0
-    # seconds spent in motion estimation and in the networks + entropy coding
-    timings: dict = field(default_factory=lambda: {"motion_estimation": 0.0, "networks_and_entropy": 0.0})
+    # where the encoder's time went (seconds): motion estimation, the networks (and the tensor
+    # work around them), range coding
+    timings: dict = field(default_factory=lambda: {"motion_estimation": 0.0, "networks": 0.0,
+                                                   "entropy_coding": 0.0})
     per_frame: list[FrameStats] = field(default_factory=list)
 
     @property
@@ -144,8 +148,8 @@ def encode_pairs(
     """Encode an iterable of (left, right) HxWx3 uint8 RGB frames into `out_path`."""
     if not 0.0 <= rate <= 3.0:
         raise InputError(f"--rate must be within 0..3, got {rate}")
-    if not 1 <= gop <= 65535:
-        raise InputError(f"--gop must be within 1..65535, got {gop}")
+    if not 1 <= gop <= MAX_GOP_SIZE:  # the container's limit (a reader holds one GOP in memory)
+        raise InputError(f"--gop must be within 1..{MAX_GOP_SIZE}, got {gop}")
     dev = deterministic_inference(device)
     models = as_model_set(codec) or load_set(weights, inter_weights, need_inter=gop > 1, device=str(dev))
     if gop > 1:
@@ -160,6 +164,7 @@ def encode_pairs(
     )
     report = EncodeReport(path=str(out_path), width=width, height=height)
     t0 = time.perf_counter()
+    coding0 = CodingClock.seconds
     with SvcWriter(out_path, header) as writer:
         rate = header.rate  # the float32 the decoder will read back
         i_rate = intra_rate(models, rate)
@@ -183,7 +188,7 @@ def encode_pairs(
                 report.timings["motion_estimation"] += time.perf_counter() - t_me
                 res = encode_inter(models.inter.model, models.inter.z_tables, x, flow, ref, rate)
                 ref, ftype = res.reference, FrameType.P
-            report.timings["networks_and_entropy"] += time.perf_counter() - t_frame
+            report.timings["networks"] += time.perf_counter() - t_frame
             rec_l, rec_r = to_frames(res.x_hat, height, width)
             au = AccessUnit(index, ftype, frame_crc32(rec_l, rec_r), res.substreams)
             gop_units.append(au)
@@ -205,7 +210,8 @@ def encode_pairs(
             raise InputError("the input has no frames")
         writer.set_frame_count(report.frames)
     report.enc_seconds = time.perf_counter() - t0
-    report.timings["networks_and_entropy"] -= report.timings["motion_estimation"]
+    report.timings["entropy_coding"] = CodingClock.seconds - coding0
+    report.timings["networks"] -= report.timings["motion_estimation"] + report.timings["entropy_coding"]
     report.bytes = Path(out_path).stat().st_size
     return report
 
@@ -223,10 +229,11 @@ def encode_frames(left_frames, right_frames, out_path, *, rate=2.0, gop=32, fps=
 
 def open_stream(path: str | Path, weights: str | None = None, device: str = "cpu",
                 codec: ModelSet | LoadedIntra | None = None,
-                inter_weights: str | None = None) -> tuple[SvcReader, ModelSet]:
+                inter_weights: str | None = None, recover: bool = False) -> tuple[SvcReader, ModelSet]:
     """Open a stream and the weights it needs: those it names (shipped weights only), unless the
-    caller passes weights or loaded models explicitly; their id must match the stream's."""
-    reader = SvcReader(path)
+    caller passes weights or loaded models explicitly; their id must match the stream's.
+    `recover`: open a damaged or cut stream too (SvcReader(recover=True))."""
+    reader = SvcReader(path, recover=recover)
     seq = reader.sequence
     dev = deterministic_inference(device)
     models = as_model_set(codec)
@@ -245,49 +252,143 @@ def open_stream(path: str | Path, weights: str | None = None, device: str = "cpu
     return reader, models
 
 
+@dataclass
+class Recovery:
+    """Asks iter_decode to get through a damaged or cut stream, and records what it did.
+
+    conceal: a frame that fails a check (access unit CRC, range decoder, reconstruction CRC), and
+        the rest of its GOP, is output as the last good frame pair (mid-grey before the first
+        one); so is a GOP whose header cannot be read. Decoding resumes at the next intact GOP.
+    partial: a cut file yields its complete GOPs and stops at the cut instead of failing.
+    """
+
+    conceal: bool = False
+    partial: bool = False
+    concealed: list[int] = field(default_factory=list)  # frame indices output as a repeat
+    problems: list[str] = field(default_factory=list)  # one line per concealed run of frames
+    declared_frames: int = 0  # frames the sequence header announces
+    cut: str | None = None  # why the output stops early (partial), if it does
+    frames_out: int = 0  # frame pairs yielded, concealed ones included
+
+    @property
+    def frames_decoded(self) -> int:
+        return self.frames_out - len(self.concealed)
+
+
+def _decode_unit(models: ModelSet, au, ref, size, i_rate: float, rate: float):
+    """One access unit -> (reconstruction tensor, reference state for the next P-frame)."""
+    if au.frame_type == FrameType.I:
+        x_hat = decode_intra(models.intra.model, models.intra.z_tables, au.substreams, size, i_rate)
+        return x_hat, (models.inter.model.reference_from_intra(x_hat) if models.inter is not None else None)
+    if models.inter is None or ref is None:
+        raise BitstreamError(f"frame {au.frame_index}: a P-frame in a stream without P-frame weights")
+    return decode_inter(models.inter.model, models.inter.z_tables, au.substreams, ref, rate)
+
+
+def _checked_frames(x_hat, au, seq) -> tuple[np.ndarray, np.ndarray]:
+    left, right = to_frames(x_hat, seq.height, seq.width)
+    if frame_crc32(left, right) != au.recon_crc32:
+        raise BitstreamError(
+            f"frame {au.frame_index}: reconstruction differs from the encoder's "
+            "(corrupt stream, or decoded with different weights/arithmetic)"
+        )
+    return left, right
+
+
 def iter_decode(path: str | Path, *, weights: str | None = None, device: str = "cpu",
                 codec: ModelSet | LoadedIntra | None = None, inter_weights: str | None = None,
-                start: int = 0, count: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+                start: int = 0, count: int | None = None,
+                recovery: Recovery | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield (frame index, left, right) as HxWx3 uint8 frames, from frame `start` (decoding
     starts at the GOP that holds it: random access through the index) for `count` frames.
     Every frame's reconstruction is checked against the encoder's CRC; a mismatch raises
-    BitstreamError."""
-    reader, models = open_stream(path, weights, device, codec, inter_weights)
+    BitstreamError, unless `recovery` asks to conceal it (see Recovery)."""
+    reader, models = open_stream(path, weights, device, codec, inter_weights, recover=recovery is not None)
     seq = reader.sequence
     if start < 0 or (seq.frame_count and start >= seq.frame_count):
         raise InputError(f"{path}: --start {start} is outside the stream's {seq.frame_count} frames")
     end = None if count is None else start + count
     size = padded_size(seq.height, seq.width)
     i_rate = intra_rate(models, seq.rate)
+    if recovery is not None:
+        yield from _decode_recovering(reader, models, recovery, start, end, size, i_rate)
+        return
     for g in range(reader.gop_of_frame(start), len(reader)):
         ref = None
         for au in reader.read_gop(g):
             if end is not None and au.frame_index >= end:
                 return
-            if au.frame_type == FrameType.I:
-                x_hat = decode_intra(models.intra.model, models.intra.z_tables, au.substreams, size, i_rate)
-                if models.inter is not None:
-                    ref = models.inter.model.reference_from_intra(x_hat)
-            else:
-                if models.inter is None or ref is None:
-                    raise BitstreamError(f"frame {au.frame_index}: a P-frame in a stream without P-frame weights")
-                x_hat, ref = decode_inter(models.inter.model, models.inter.z_tables, au.substreams, ref, seq.rate)
+            x_hat, ref = _decode_unit(models, au, ref, size, i_rate, seq.rate)
             if au.frame_index < start:
                 continue
-            left, right = to_frames(x_hat, seq.height, seq.width)
-            if frame_crc32(left, right) != au.recon_crc32:
-                raise BitstreamError(
-                    f"frame {au.frame_index}: reconstruction differs from the encoder's "
-                    "(corrupt stream, or decoded with different weights/arithmetic)"
-                )
+            left, right = _checked_frames(x_hat, au, seq)
             yield au.frame_index, left, right
 
 
-def decode_file(path, *, device="cpu", weights=None, codec=None, inter_weights=None, start=0, count=None):
+def _decode_recovering(reader: SvcReader, models: ModelSet, recovery: Recovery, start: int,
+                       end: int | None, size, i_rate: float) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """iter_decode over a recovering reader: GOPs and lost frame ranges in frame order."""
+    seq = reader.sequence
+    recovery.declared_frames = seq.frame_count
+    prefix = f"{reader.path}: "
+    segments = sorted([(g.first_frame, g.first_frame + g.frame_count, i) for i, g in enumerate(reader.gops)]
+                      + [(lost.first, lost.end, lost) for lost in reader.lost], key=lambda seg: seg[0])
+    last = None  # the last good frame pair
+
+    def conceal(first: int, stop: int, reason: str):
+        nonlocal last
+        if last is None:
+            grey = np.full((seq.height, seq.width, 3), 128, np.uint8)
+            last = (grey, grey)
+        first, stop = max(first, start), stop if end is None else min(stop, end)
+        if first < stop:
+            reason = reason[len(prefix):] if reason.startswith(prefix) else reason
+            recovery.problems.append(f"frames {first}-{stop - 1}: {reason}")
+        for n in range(first, stop):
+            recovery.concealed.append(n)
+            recovery.frames_out += 1
+            yield n, last[0], last[1]
+
+    for first, stop, item in segments:
+        if end is not None and first >= end:
+            return
+        if stop <= start:
+            continue
+        if not isinstance(item, int):  # frames the reader could not locate
+            if item.cut:
+                if recovery.partial:
+                    recovery.cut = item.reason
+                    return
+                raise BitstreamError(f"{prefix}{item.reason}; --partial decodes the complete GOPs before the cut")
+            if not recovery.conceal:
+                raise BitstreamError(f"{prefix}{item.reason}")
+            yield from conceal(first, stop, item.reason)
+            continue
+        ref, frame = None, first
+        try:
+            for au in reader.iter_gop(item):
+                if end is not None and au.frame_index >= end:
+                    return
+                x_hat, ref = _decode_unit(models, au, ref, size, i_rate, seq.rate)
+                if au.frame_index >= start:
+                    left, right = _checked_frames(x_hat, au, seq)
+                    last = (left, right)
+                    recovery.frames_out += 1
+                    yield au.frame_index, left, right
+                frame = au.frame_index + 1
+        except BitstreamError as e:
+            if not recovery.conceal:
+                raise
+            yield from conceal(frame, stop, str(e))
+
+
+def decode_file(path, *, device="cpu", weights=None, codec=None, inter_weights=None, start=0, count=None,
+                recovery: Recovery | None = None):
     """Decode a whole file (or `count` frames from `start`) to (left_list, right_list)."""
     lefts, rights = [], []
     for _, left, right in iter_decode(path, weights=weights, device=device, codec=codec,
-                                      inter_weights=inter_weights, start=start, count=count):
+                                      inter_weights=inter_weights, start=start, count=count,
+                                      recovery=recovery):
         lefts.append(left)
         rights.append(right)
     return lefts, rights

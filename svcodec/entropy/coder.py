@@ -9,6 +9,7 @@ their groups with an Elias-gamma style code made of uniform models.
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 
 import numpy as np
@@ -35,6 +36,13 @@ def _groups(table_ids: np.ndarray):
     return [(int(i), order[s:e]) for i, s, e in zip(ids, starts, bounds)]
 
 
+class CodingClock:
+    """Seconds spent inside the range coder, process-wide (for the encoder's time split; the
+    codec reads differences, so concurrent use only blurs the figure, never the bits)."""
+
+    seconds = 0.0
+
+
 class SubstreamEncoder:
     def __init__(self):
         import constriction
@@ -42,6 +50,13 @@ class SubstreamEncoder:
         self._enc = constriction.stream.queue.RangeEncoder()
 
     def encode_symbols(self, values: np.ndarray, table_ids: np.ndarray, tables: tuple[SymbolTable, ...]) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._encode_symbols(values, table_ids, tables)
+        finally:
+            CodingClock.seconds += time.perf_counter() - t0
+
+    def _encode_symbols(self, values, table_ids, tables) -> None:
         values = np.asarray(values, dtype=np.int64).reshape(-1)
         escapes = []
         for tid, pos in _groups(table_ids):
