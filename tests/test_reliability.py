@@ -290,3 +290,17 @@ def test_cleanup_failing_after_a_signal_still_exits_as_interrupted(tmp_path, png
     res = svc("encode", *pngs_small, "-o", out / "o.svc", "--weights", tiny_weights)
     assert res.exit_code == 129 and "interrupted (SIGHUP)" in res.stderr, (res.exit_code, res.stderr)
     assert os.listdir(out) == []
+
+
+def test_api_gop_limit_is_the_containers(tmp_path, tiny_codec):
+    """encode_pairs refuses a GOP the container cannot hold with an InputError (an API caller's
+    mistake), before anything is written."""
+    from svcodec.codec.api import encode_pairs
+    from svcodec.container.format import MAX_GOP_SIZE
+    from svcodec.errors import InputError
+
+    lefts, rights = stereo_frames(1, 16, 16)
+    with pytest.raises(InputError, match=f"1..{MAX_GOP_SIZE}"):
+        encode_pairs(zip(lefts, rights), tmp_path / "a.svc", width=16, height=16, fps=Fraction(25),
+                     gop=MAX_GOP_SIZE + 1, codec=tiny_codec)
+    assert list(tmp_path.iterdir()) == []

@@ -277,12 +277,22 @@ def _start_frame(text: str, seq) -> int:
               help="First frame to output: a frame number, or a time in seconds ('2.5s', '1:02.5'). "
                    "Decoding seeks through the index and starts at the I-frame of the GOP holding it.")
 @click.option("--frames", "count", type=click.IntRange(min=1), default=None, help="Output at most N frame pairs.")
+@click.option("--conceal", is_flag=True,
+              help="Do not stop at a corrupt frame: repeat the last good frame pair until the next intact "
+                   "GOP (I-frame), list the concealed frames in a warning, and exit 0.")
+@click.option("--partial", is_flag=True,
+              help="Decode a cut file: every complete GOP before the cut (found by scanning from the "
+                   "start), with a warning saying how many frames were recovered; exit 0.")
+@click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON (concealed frames included).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def decode(stream, output, overwrite, no_overwrite, fmt, device, weights, inter_weights, threads, start, count, quiet):
+def decode(stream, output, overwrite, no_overwrite, fmt, device, weights, inter_weights, threads, start, count,
+           conceal, partial, as_json, quiet):
     """Decode an .svc file back to stereo frames (lossless containers of the reconstruction).
 
     Every frame is checked against the encoder's reconstruction checksum: a corrupt stream
-    stops with an error instead of producing garbage, and no partial output is left behind.
+    stops with an error naming the frame instead of producing garbage, and no partial output
+    is left behind; --conceal and --partial instead decode what can be decoded and say what
+    was not (one `svc: warning:` line on stderr, exit status 0).
     Existing files are only replaced with -y; the stream itself never is.
     """
     from ..container import Colour, SvcReader
@@ -291,35 +301,54 @@ def decode(stream, output, overwrite, no_overwrite, fmt, device, weights, inter_
     mode = _overwrite_mode(overwrite, no_overwrite)
     if threads is not None and threads < 1:
         raise click.BadParameter("--threads must be at least 1")
-    reader = SvcReader(stream)  # headers, index and limits: a hostile file stops here
-    for i in range(len(reader)):  # and every access unit's CRC and table, one GOP at a time
-        reader.read_gop(i)
+    recovering = conceal or partial
+    # headers, index and limits: a hostile file stops here
+    try:
+        reader = SvcReader(stream, recover=recovering)
+    except BitstreamError as e:
+        if "truncated" in str(e):
+            raise BitstreamError(f"{e}; --partial decodes the complete GOPs before the cut") from None
+        raise
+    if not recovering:  # and every access unit's CRC and table, one GOP at a time
+        for i in range(len(reader)):
+            reader.read_gop(i)
     seq = reader.sequence
     first = _start_frame(start, seq)
     if seq.frame_count and first >= seq.frame_count:
         raise InputError(f"{stream}: --start {start} is past the stream's end ({seq.frame_count} frames)")
-    total = max(0, seq.frame_count - first) if count is None else min(count, max(0, seq.frame_count - first))
+    available = reader.cut_frames.first if partial and reader.cut_frames else seq.frame_count
+    total = max(0, available - first) if count is None else min(count, max(0, available - first))
     output = output or default_output_name(stream, fmt)
     paths = output_paths(output, fmt)
     check_outputs(paths, fmt, (stream,), mode)
     from . import views
-    from ..codec.session import iter_decode, open_stream  # torch: only now that the stream looks sound
+    from ..codec.session import Recovery, iter_decode, open_stream  # torch: only now that the stream looks sound
 
     _threads(threads)
     fps = Fraction(seq.fps_num, seq.fps_den)
+    recovery = Recovery(conceal=conceal, partial=partial) if recovering else None
     try:
-        _, codec = open_stream(stream, weights=weights, device=device, **_inter(inter_weights))
-        with views.DecodeProgress(total, quiet) as prog, StereoWriter(
+        _, codec = open_stream(stream, weights=weights, device=device, recover=recovering, **_inter(inter_weights))
+        with views.DecodeProgress(total, quiet or as_json) as prog, StereoWriter(
             output, fmt=fmt, width=seq.width, height=seq.height, fps=fps, grey=seq.colour == Colour.GREY,
             overwrite=bool(mode),
         ) as writer:
-            for _, left, right in iter_decode(stream, device=device, codec=codec, start=first, count=count):
+            for _, left, right in iter_decode(stream, device=device, codec=codec, start=first, count=count,
+                                              recovery=recovery):
                 writer.write(left, right)
                 prog.advance()
+            if prog.n == 0:
+                raise BitstreamError(f"{stream}: no frame could be decoded ({_recovery_text(recovery)})")
     except BitstreamError as e:
         raise _naming(e, stream) from None
-    if not quiet:
-        click.echo(f"decoded {total} frame pairs ({prog.fps:.2f} fps) -> {', '.join(paths)}")
+    views.print_decode_summary(stream, paths, prog, recovery, as_json, quiet)
+
+
+def _recovery_text(recovery) -> str:
+    parts = list(recovery.problems) if recovery else []
+    if recovery and recovery.cut:
+        parts.append(recovery.cut)
+    return "; ".join(parts)
 
 
 @main.command()

@@ -92,6 +92,34 @@ class DecodeProgress:
         return self.n / max(1e-9, time.perf_counter() - self.t0)
 
 
+def decode_warning(stream, recovery) -> str | None:
+    """The one warning line of a decode that concealed frames or stopped at a cut, or None."""
+    if recovery is None or not (recovery.concealed or recovery.cut):
+        return None
+    parts = []
+    if recovery.concealed:
+        parts.append(f"concealed {len(recovery.concealed)} of {recovery.frames_out} frames output "
+                     f"(repeated the last good pair): {'; '.join(recovery.problems)}")
+    if recovery.cut:
+        parts.append(f"recovered {recovery.frames_out} of {recovery.declared_frames} frames "
+                     f"(the complete GOPs before the cut): {recovery.cut}")
+    return f"svc: warning: {stream}: " + "; ".join(parts)
+
+
+def print_decode_summary(stream, paths, prog, recovery, as_json: bool, quiet: bool) -> None:
+    warning = decode_warning(stream, recovery)
+    if warning:
+        err.print(warning, markup=False, highlight=False, soft_wrap=True)
+    if as_json:
+        summary = {"stream": str(stream), "outputs": list(paths), "frames": prog.n, "fps": prog.fps}
+        if recovery is not None:
+            summary.update(declared_frames=recovery.declared_frames, decoded_frames=recovery.frames_decoded,
+                           concealed_frames=recovery.concealed, problems=recovery.problems, cut=recovery.cut)
+        out.print_json(json.dumps(summary))
+    elif not quiet:
+        out.print(f"decoded {prog.n} frame pairs ({prog.fps:.2f} fps) -> {', '.join(paths)}")
+
+
 def print_encode_report(report, as_json: bool) -> None:
     overhead = report.bytes - report.payload_bytes
     est_total = report.est_bits / 8 + overhead

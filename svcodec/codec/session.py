@@ -276,13 +276,17 @@ class Recovery:
 
 
 def _decode_unit(models: ModelSet, au, ref, size, i_rate: float, rate: float):
-    """One access unit -> (reconstruction tensor, reference state for the next P-frame)."""
-    if au.frame_type == FrameType.I:
-        x_hat = decode_intra(models.intra.model, models.intra.z_tables, au.substreams, size, i_rate)
-        return x_hat, (models.inter.model.reference_from_intra(x_hat) if models.inter is not None else None)
-    if models.inter is None or ref is None:
+    """One access unit -> (reconstruction tensor, reference state for the next P-frame); a
+    decoding error names the frame."""
+    if au.frame_type != FrameType.I and (models.inter is None or ref is None):
         raise BitstreamError(f"frame {au.frame_index}: a P-frame in a stream without P-frame weights")
-    return decode_inter(models.inter.model, models.inter.z_tables, au.substreams, ref, rate)
+    try:
+        if au.frame_type == FrameType.I:
+            x_hat = decode_intra(models.intra.model, models.intra.z_tables, au.substreams, size, i_rate)
+            return x_hat, (models.inter.model.reference_from_intra(x_hat) if models.inter is not None else None)
+        return decode_inter(models.inter.model, models.inter.z_tables, au.substreams, ref, rate)
+    except BitstreamError as e:
+        raise BitstreamError(f"frame {au.frame_index}: {e}") from None
 
 
 def _checked_frames(x_hat, au, seq) -> tuple[np.ndarray, np.ndarray]:
@@ -370,12 +374,12 @@ def _decode_recovering(reader: SvcReader, models: ModelSet, recovery: Recovery, 
                 if end is not None and au.frame_index >= end:
                     return
                 x_hat, ref = _decode_unit(models, au, ref, size, i_rate, seq.rate)
-                if au.frame_index >= start:
-                    left, right = _checked_frames(x_hat, au, seq)
-                    last = (left, right)
-                    recovery.frames_out += 1
-                    yield au.frame_index, left, right
+                # checked before `start` too: a frame concealed after it repeats this one
+                last = _checked_frames(x_hat, au, seq)
                 frame = au.frame_index + 1
+                if au.frame_index >= start:
+                    recovery.frames_out += 1
+                    yield au.frame_index, last[0], last[1]
         except BitstreamError as e:
             if not recovery.conceal:
                 raise

@@ -6,19 +6,33 @@ import bisect
 import dataclasses
 import os
 import struct
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 from .. import fsutil
 from ..errors import BitstreamError, InputError
-from .format import (END_MAGIC, GOP_HEADER_SIZE, MIN_FRAME_BYTES, TRAILER_SIZE, AccessUnit, GopHeader, SequenceHeader,
-                     encode_access_unit, encode_index_and_trailer, parse_gop_data,
-                     parse_gop_header, parse_index, parse_sequence_header, parse_trailer,
-                     patch_frame_count)
+from .format import (_GOP, END_MAGIC, GOP_HEADER_SIZE, INDEX_ENTRY_SIZE, MIN_FRAME_BYTES, TRAILER_SIZE,
+                     AccessUnit, GopHeader, SequenceHeader, crc32, encode_access_unit,
+                     encode_index_and_trailer, parse_access_unit, parse_gop_header, parse_index,
+                     parse_sequence_header, parse_trailer, patch_frame_count)
 
 # Largest possible file + sequence header (body length is a uint16).
 _MAX_HEADER = 8 + 0xFFFF + 4
 # How far back from the end a misplaced trailer is looked for (to tell appended data from a cut).
 _TRAILING_SEARCH = 1 << 16
+# Bytes read at a time while looking for the next intact GOP header after a damaged one.
+_RESYNC_CHUNK = 1 << 20
+
+
+@dataclass
+class LostFrames:
+    """Frames ``first`` .. ``end - 1`` that a recovering reader could not locate: behind a damaged
+    GOP header, or (``cut``) missing because the file ends early."""
+
+    first: int
+    end: int
+    reason: str
+    cut: bool = False
 
 
 def _os_message(path: str, e: OSError) -> str:
@@ -154,15 +168,23 @@ class SvcReader:
     every GOP header, so ``sequence`` and ``gops`` can be trusted; access-unit
     CRCs are checked as GOPs are read.  The file is reopened for each read,
     so a reader holds no OS handle between calls.
+
+    ``recover=True`` opens a damaged or cut file instead of refusing it: only
+    the sequence header must be intact.  GOPs are located through the index
+    when it is intact, otherwise by walking GOP headers from the start (and,
+    past a damaged header, by searching for the next intact one); ``gops``
+    then lists the GOPs found, in frame order, and ``lost`` the frame ranges
+    that could not be located (``cut`` ones: the file ends before them).
     """
 
-    def __init__(self, path):
+    def __init__(self, path, *, recover: bool = False):
         self.path = os.fspath(path)
+        self.lost: list[LostFrames] = []
         if os.path.isdir(self.path):
             raise InputError(f"{self.path}: is a directory, not an .svc file")
         try:
             with open(self.path, "rb") as f:
-                self._load(f)
+                (self._scan if recover else self._load)(f)
         except OSError as e:
             raise InputError(_os_message(self.path, e)) from None
         except BitstreamError as e:
@@ -230,6 +252,114 @@ class SvcReader:
             raise BitstreamError(f"sequence header says {self.sequence.frame_count} frames, "
                                  f"the GOPs hold {frame} (corrupt stream)")
 
+    # ---------------------------------------------------------------- recovery
+
+    def _scan(self, f) -> None:
+        size = self.file_size = os.fstat(f.fileno()).st_size
+        self.sequence, header_end, self.version = parse_sequence_header(
+            f.read(min(size, _MAX_HEADER)), size)
+        self.gops, self.gop_offsets = [], []
+        index = self._intact_index(f, size, header_end)
+        if index is not None:
+            self._scan_indexed(f, *index)
+        else:
+            self._scan_sequential(f, size, header_end)
+
+    def _intact_index(self, f, size: int, header_end: int) -> tuple[list[tuple[int, int]], int] | None:
+        """(entries, index offset) if the trailer and index are intact and consistent with the
+        header, else None (damaged, or the file is cut)."""
+        total, gop_size = self.sequence.frame_count, self.sequence.gop_size
+        try:
+            if size < header_end + TRAILER_SIZE:
+                return None
+            trailer = self._read(f, size - TRAILER_SIZE, TRAILER_SIZE, "trailer")
+            index_offset = parse_trailer(trailer, size, header_end)
+            index_len = size - TRAILER_SIZE - index_offset
+            (count,) = struct.unpack("<I", self._read(f, index_offset, 4, "index"))
+            if index_len != 4 + INDEX_ENTRY_SIZE * count:
+                return None
+            entries = parse_index(self._read(f, index_offset, index_len, "index"), trailer)
+        except BitstreamError:
+            return None
+        bounds = [*entries, (index_offset, total)]
+        if not entries or entries[0] != (header_end, 0):
+            return None
+        for (o0, f0), (o1, f1) in zip(bounds, bounds[1:]):
+            # Every GOP holds 1..gop_size frames in at least their minimum size: an index that
+            # says otherwise is not trusted (it must not make the decoder conceal millions of frames).
+            if not (0 < f1 - f0 <= gop_size and o1 - o0 >= GOP_HEADER_SIZE + MIN_FRAME_BYTES * (f1 - f0)):
+                return None
+        return entries, index_offset
+
+    def _scan_indexed(self, f, entries: list[tuple[int, int]], index_offset: int) -> None:
+        bounds = [*entries, (index_offset, self.sequence.frame_count)]
+        for k, ((offset, first), (next_offset, next_first)) in enumerate(zip(bounds, bounds[1:])):
+            try:
+                gop = parse_gop_header(self._read(f, offset, GOP_HEADER_SIZE, f"GOP {k} header"), k)
+                if (gop.first_frame, gop.frame_count, offset + GOP_HEADER_SIZE + gop.data_length) != \
+                        (first, next_first - first, next_offset):
+                    raise BitstreamError(f"GOP {k} header: disagrees with the index (corrupt stream)")
+            except BitstreamError as e:
+                self.lost.append(LostFrames(first, next_first, str(e)))
+                continue
+            self.gops.append(gop)
+            self.gop_offsets.append(offset)
+
+    def _scan_sequential(self, f, size: int, header_end: int) -> None:
+        total, gop_size = self.sequence.frame_count, self.sequence.gop_size
+        pos, k, frame = header_end, 0, 0
+        while frame < total:
+            if pos + GOP_HEADER_SIZE > size:
+                self.lost.append(LostFrames(frame, total, f"the file ends at byte {size}, before GOP {k} "
+                                            "(cut file)", cut=True))
+                return
+            try:
+                gop = parse_gop_header(self._read(f, pos, GOP_HEADER_SIZE, f"GOP {k} header"), k)
+                if gop.first_frame != frame or not 1 <= gop.frame_count <= min(gop_size, total - frame):
+                    raise BitstreamError(f"GOP {k} header: first frame {gop.first_frame}, "
+                                         f"{gop.frame_count} frames (corrupt stream)")
+            except BitstreamError as e:
+                found = self._resync(f, pos + 1, size, k, frame)
+                if found is None:
+                    self.lost.append(LostFrames(frame, total, f"{e}; no intact GOP after byte {pos} "
+                                                "(cut or damaged file)", cut=True))
+                    return
+                pos, gop = found
+                self.lost.append(LostFrames(frame, gop.first_frame, str(e)))
+                k, frame = gop.index, gop.first_frame
+            end = pos + GOP_HEADER_SIZE + gop.data_length
+            if end > size:
+                self.lost.append(LostFrames(frame, total, f"the file ends at byte {size}, inside GOP {k} "
+                                            "(cut file)", cut=True))
+                return
+            self.gops.append(gop)
+            self.gop_offsets.append(pos)
+            pos, k, frame = end, k + 1, frame + gop.frame_count
+
+    def _resync(self, f, start: int, size: int, k: int, frame: int) -> tuple[int, GopHeader] | None:
+        """The first intact GOP header at or after byte ``start`` that can follow GOP ``k - 1``
+        (ending at frame ``frame``): later index, later first frame, no more frames than the
+        skipped bytes can hold. None if there is none."""
+        total, gop_size = self.sequence.frame_count, self.sequence.gop_size
+        step, damaged_at = _RESYNC_CHUNK, start - 1
+        while start + GOP_HEADER_SIZE <= size:
+            buf = self._read(f, start, min(step + GOP_HEADER_SIZE - 1, size - start), "GOP header search")
+            for i in range(len(buf) - GOP_HEADER_SIZE + 1):
+                index, first, count, _ = _GOP.unpack_from(buf, i)
+                if not (k < index and frame < first and 1 <= count <= min(gop_size, total - first)
+                        and (first - frame) * MIN_FRAME_BYTES <= start + i - damaged_at):
+                    continue
+                (stored,) = struct.unpack_from("<I", buf, i + _GOP.size)
+                if crc32(buf[i:i + _GOP.size]) == stored:
+                    return start + i, GopHeader(index, first, count, _GOP.unpack_from(buf, i)[3])
+            start += step
+        return None
+
+    @property
+    def cut_frames(self) -> LostFrames | None:
+        """The missing tail of a cut file (recovering reader), if any."""
+        return self.lost[-1] if self.lost and self.lost[-1].cut else None
+
     def _trailing_data(self, f, size: int, header_end: int) -> None:
         """No trailer at the end: if a complete trailer sits a little earlier, the file is a whole
         stream with bytes appended, not a truncated one; say so."""
@@ -254,16 +384,26 @@ class SvcReader:
 
     def read_gop(self, i: int) -> list[AccessUnit]:
         """Access units of GOP ``i``; reads only that GOP's bytes, checks every CRC."""
+        return list(self.iter_gop(i))
+
+    def iter_gop(self, i: int) -> Iterator[AccessUnit]:
+        """Access units of GOP ``i`` one at a time, each checked (CRC, fields) before it is
+        yielded: the units before a damaged one are still delivered."""
         if not 0 <= i < len(self.gops):
             raise InputError(f"GOP {i} out of range: the stream has {len(self.gops)} GOPs")
         gop, offset = self.gops[i], self.gop_offsets[i]
         try:
             with open(self.path, "rb") as f:
-                blob = self._read(f, offset, GOP_HEADER_SIZE + gop.data_length, f"GOP {i}")
+                blob = self._read(f, offset, GOP_HEADER_SIZE + gop.data_length, f"GOP {gop.index}")
             # Re-check the header: the file may have been replaced since opening.
-            if parse_gop_header(blob[:GOP_HEADER_SIZE], i) != gop:
-                raise BitstreamError(f"GOP {i} header: changed since the file was opened")
-            return parse_gop_data(memoryview(blob)[GOP_HEADER_SIZE:], gop)
+            if parse_gop_header(blob[:GOP_HEADER_SIZE], gop.index) != gop:
+                raise BitstreamError(f"GOP {gop.index} header: changed since the file was opened")
+            data, pos = memoryview(blob)[GOP_HEADER_SIZE:], 0
+            for j in range(gop.frame_count):
+                au, pos = parse_access_unit(data, pos, len(data), gop.first_frame + j, j == 0)
+                yield au
+            if pos != len(data):
+                raise BitstreamError(f"GOP {gop.index}: {len(data) - pos} bytes after its last access unit")
         except OSError as e:
             raise InputError(_os_message(self.path, e)) from None
         except BitstreamError as e:
