@@ -60,7 +60,7 @@ def _ste_round(x):
 
 class TrainingSide:
     """The `side` of code_p_frame for training: additive noise for the rate terms,
-    straight-through mean-shifted rounding for what the decoder sees, the skip rule of HDC-EM."""
+    straight-through mean-shifted rounding for what the decoder sees (every position; see slice)."""
 
     def __init__(self, x: torch.Tensor, flow: torch.Tensor):
         self.x, self.flow = x, flow
@@ -87,17 +87,21 @@ class _TrainingSlices:
         self.side, self.kind, self.y = side, kind, y
 
     def slice(self, view, n, mu, scale):
+        # Every position is rounded and priced here, also those the codec will skip (scale in
+        # the lowest table level): masking them out in training would cut their gradients, and
+        # a latent whose scale once fell below the threshold could never come back (measured:
+        # the context coder collapsed to sending nothing). At the smallest scale a symbol equal
+        # to its mean costs ~0 bits anyway, so skipping at inference changes almost nothing.
         b = self.y.shape[0] // 2
         c = mu.shape[1]
         y = self.y[view * b:(view + 1) * b, n * c:(n + 1) * c]
-        coded = (scale > SKIP_SCALE).to(y.dtype)
         noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
-        bits = (gaussian_bits(noisy, mu, scale) * coded).sum(dim=(1, 2, 3))
+        bits = gaussian_bits(noisy, mu, scale).sum(dim=(1, 2, 3))
         pad = [bits.new_zeros(b)] * 2
         pad[view] = bits
         self.side.bits[self.kind] = self.side.bits[self.kind] + torch.cat(pad)
-        self.side.skipped += float(1 - coded.mean())
-        return mu + _ste_round(y - mu) * coded
+        self.side.skipped += float((scale <= SKIP_SCALE).float().mean())
+        return mu + _ste_round(y - mu)
 
 
 def sample_rates(n: int, num_rates: int, gen: torch.Generator) -> torch.Tensor:
