@@ -315,9 +315,12 @@ class SvcReader:
                 return
             try:
                 gop = parse_gop_header(self._read(f, pos, GOP_HEADER_SIZE, f"GOP {k} header"), k)
-                if gop.first_frame != frame or not 1 <= gop.frame_count <= min(gop_size, total - frame):
-                    raise BitstreamError(f"GOP {k} header: first frame {gop.first_frame}, "
-                                         f"{gop.frame_count} frames (corrupt stream)")
+                # a GOP's data holds at least its frames' minimum size: a header that says otherwise
+                # must not make the decoder conceal thousands of frames for 18 bytes
+                if gop.first_frame != frame or not 1 <= gop.frame_count <= min(gop_size, total - frame) \
+                        or gop.data_length < MIN_FRAME_BYTES * gop.frame_count:
+                    raise BitstreamError(f"GOP {k} header: first frame {gop.first_frame}, {gop.frame_count} "
+                                         f"frames in {gop.data_length} bytes (corrupt stream)")
             except BitstreamError as e:
                 found = self._resync(f, pos + 1, size, k, frame)
                 if found is None:
@@ -345,13 +348,14 @@ class SvcReader:
         while start + GOP_HEADER_SIZE <= size:
             buf = self._read(f, start, min(step + GOP_HEADER_SIZE - 1, size - start), "GOP header search")
             for i in range(len(buf) - GOP_HEADER_SIZE + 1):
-                index, first, count, _ = _GOP.unpack_from(buf, i)
+                index, first, count, length = _GOP.unpack_from(buf, i)
                 if not (k < index and frame < first and 1 <= count <= min(gop_size, total - first)
+                        and length >= MIN_FRAME_BYTES * count
                         and (first - frame) * MIN_FRAME_BYTES <= start + i - damaged_at):
                     continue
                 (stored,) = struct.unpack_from("<I", buf, i + _GOP.size)
                 if crc32(buf[i:i + _GOP.size]) == stored:
-                    return start + i, GopHeader(index, first, count, _GOP.unpack_from(buf, i)[3])
+                    return start + i, GopHeader(index, first, count, length)
             start += step
         return None
 
