@@ -168,6 +168,9 @@ def main(argv=None) -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--warp-weight", type=float, default=1.0)
     ap.add_argument("--warp-decay-steps", type=int, default=3000)
+    ap.add_argument("--context-rate-weight", type=float, default=1.0,
+                    help="scale of the context bits in the loss (a warm-up below 1 lets a collapsed "
+                         "context coder learn to carry the residual again; report bpp is unscaled)")
     ap.add_argument("--save-minutes", type=float, default=3.0)
     ap.add_argument("--log-seconds", type=float, default=30.0, help="log line interval")
     ap.add_argument("--threads", type=int, default=2)
@@ -260,7 +263,8 @@ def main(argv=None) -> None:
             pixels = x.shape[2] * x.shape[3]
             bpp = (side.bits["motion"] + side.bits["context"]) / pixels
             warp_mse = ((side.pred - x) ** 2).mean(dim=(1, 2, 3))
-            loss = loss + (lambda_for(rate2) * (mse + w_warp * warp_mse) + bpp).mean()
+            bpp_loss = (side.bits["motion"] + args.context_rate_weight * side.bits["context"]) / pixels
+            loss = loss + (lambda_for(rate2) * (mse + w_warp * warp_mse) + bpp_loss).mean()
             mses.append(mse.detach())
             wmses.append(warp_mse.detach())
             bpps.append(bpp.detach().mean())
