@@ -106,3 +106,13 @@ def test_aligner_shapes():
     al = CrossViewAligner(anchor_ch=6, other_ch=5, channels=4, max_disp=3)
     out = al(torch.randn(1, 6, 5, 7), torch.randn(1, 5, 5, 7), for_left=False)
     assert out.shape == (1, 4, 5, 7)
+
+
+def test_factorized_prior_loads_compressai_layout_and_never_imports_compressai():
+    import subprocess
+    import sys
+
+    code = ("import sys, svcodec.codec.session, svcodec.zoo as z; z.load_intra(); z.load_inter(); "
+            "print('compressai' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

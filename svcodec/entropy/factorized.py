@@ -1,4 +1,4 @@
-"""Integer tables for the factorized hyper-latent prior (compressai's EntropyBottleneck).
+"""Integer tables for the factorized hyper-latent prior (svcodec.nn.factorized_prior).
 
 The learned cumulative is evaluated once, when weights are exported, and stored as integer
 counts beside the weights, so the coder never depends on float evaluation at decode time.

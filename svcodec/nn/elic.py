@@ -17,7 +17,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import torch
-from compressai.entropy_models import EntropyBottleneck
+from .factorized_prior import FactorizedPrior
 from torch import nn
 
 from .layers import conv, deconv, rate_gain, ResidualBottleneck, checkerboard_mask, CheckerboardContext
@@ -76,7 +76,7 @@ class ElicIntraCodec(nn.Module):
             deconv(Nz, N), nn.ReLU(inplace=True), deconv(N, N * 3 // 2), nn.ReLU(inplace=True),
             conv(N * 3 // 2, 2 * M, 3, 1),
         )
-        self.entropy_bottleneck = EntropyBottleneck(Nz)
+        self.entropy_bottleneck = FactorizedPrior(Nz)
         # Channel context: previous slices -> features for slice k (none for the first slice).
         self.channel_ctx = nn.ModuleList(
             [nn.Identity()]

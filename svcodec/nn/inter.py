@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
-from compressai.entropy_models import EntropyBottleneck
+from .factorized_prior import FactorizedPrior
 from torch import nn
 
 from .hdc import HdcFer
@@ -104,7 +104,7 @@ class MotionCoder(nn.Module):
         self.h_a = nn.Sequential(conv(m, n, 3, 1), _act(), conv(n, n, 3), _fer(cfg, n), _act(), conv(n, nz, 3))
         self.h_s = nn.Sequential(deconv(nz, n, 3), _fer(cfg, n), _act(), deconv(n, n, 3), _act(),
                                  conv(n, 2 * m, 3, 1))
-        self.entropy_bottleneck = EntropyBottleneck(nz)
+        self.entropy_bottleneck = FactorizedPrior(nz)
         self.em = SliceEntropyModel(m, 2 * m, cfg.slices, cfg.cross_view, 32, cfg.em_disp, cfg.hdc_variant)
 
     def analysis(self, flow):
@@ -166,7 +166,7 @@ class ContextCoder(nn.Module):
         self.h_s = nn.Sequential(deconv(nz, n, 3), _fer(cfg, n), _act(), deconv(n, n, 3), _act(), conv(n, m, 3, 1))
         self.temporal = nn.Sequential(conv(c3, n, 3, 1), _act(), conv(n, m, 3))
         self.fuse = nn.Sequential(conv(2 * m, 2 * m, 1, 1), _act(), conv(2 * m, 2 * m, 1, 1))
-        self.entropy_bottleneck = EntropyBottleneck(nz)
+        self.entropy_bottleneck = FactorizedPrior(nz)
         self.em = SliceEntropyModel(m, 2 * m, cfg.slices, cfg.cross_view, 32, cfg.em_disp, cfg.hdc_variant)
 
     def analysis(self, x, ctx):
@@ -203,7 +203,7 @@ class StereoInterCodec(nn.Module):
                 self.log_gain[r].fill_(0.5 * 0.6931 * (r - (cfg.num_rates - 1)))
                 self.log_gain_mv[r].fill_(0.25 * 0.6931 * (r - (cfg.num_rates - 1)))
 
-    def entropy_bottlenecks(self) -> dict[str, EntropyBottleneck]:
+    def entropy_bottlenecks(self) -> dict[str, FactorizedPrior]:
         return {"motion": self.motion.entropy_bottleneck, "context": self.context.entropy_bottleneck}
 
     def reference_from_intra(self, x_hat: torch.Tensor) -> "Reference":
