@@ -172,11 +172,11 @@ def main():
 @click.option("--sbs", is_flag=True, help="LEFT is one side-by-side video (left half | right half); no RIGHT.")
 @click.option("--rate", type=float, default=2.0, show_default=True,
               help="Rate point 0 (smallest) .. 3 (best quality); fractions interpolate.")
-@click.option("--gop", type=int, default=32, show_default=True, help="Access units per GOP (seek granularity).")
+@click.option("--gop", type=int, default=32, show_default=True, help="Frames per GOP: one I-frame pair, then P-frame pairs predicted from the previous frame and the other view; every GOP decodes on its own (seek granularity). 1 = all-intra.")
 @click.option("--frames", type=int, default=None, help="Encode only the first N frame pairs.")
 @click.option("--fps", default=None, help="Frame rate for image-folder input (e.g. 30 or 30000/1001).")
 @click.option("--device", type=DEVICE, default="cpu", show_default=True)
-@click.option("--weights", default=None, help="Weights name in weights/ or a .safetensors path.")
+@click.option("--weights", default=None, help="I-frame weights: a name in weights/ or a .safetensors path.")
 @click.option("--inter-weights", default=None, help="P-frame weights (name or path) for GOPs longer than 1.")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (output is identical for any value).")
 @click.option("--json", "as_json", is_flag=True, help="Print the encode report as JSON.")
