@@ -176,6 +176,11 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-mono", action="store_true", help="stereo clips only")
+    ap.add_argument("--fresh-optimizer", action="store_true",
+                    help="do not resume the optimizer state (its second moments may still hold an "
+                         "earlier loss's gradient scale)")
+    ap.add_argument("--reinit-recon", type=float, default=0.0,
+                    help="re-initialise the reconstruction head's last layer with this std (0: keep)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     minutes = args.minutes if args.minutes is not None else (args.hours or 1.0) * 60
@@ -210,7 +215,9 @@ def main(argv=None) -> None:
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     opt = torch.optim.Adam(params, lr=args.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
-    if state and state.get("stage") == stage and "opt" in state:
+    if args.reinit_recon > 0:
+        torch.nn.init.normal_(model.context.recon[-1].weight, std=args.reinit_recon)
+    if state and state.get("stage") == stage and "opt" in state and not args.fresh_optimizer:
         try:
             opt.load_state_dict(state["opt"])
             aux_opt.load_state_dict(state["aux_opt"])
