@@ -241,7 +241,7 @@ def _save(model, path: Path, fmt: str) -> bytes:
     _load_exact(rounded, _dequantize(dict(state)))
     for name, attr in ebs.items():
         eb = _eb(rounded, attr)
-        lows, counts = factorized_counts(eb, eb.quantiles[:, 0, 1].detach())
+        lows, counts = factorized_counts(eb, eb.medians())
         state[_table_key(name, "lows")] = torch.from_numpy(lows.astype(np.int64))
         state[_table_key(name, "counts")] = torch.from_numpy(counts.astype(np.int64))
     path = Path(path)

@@ -23,6 +23,7 @@ from ..entropy import SubstreamDecoder, SubstreamEncoder, gaussian_tables, scale
 from ..errors import BitstreamError, ModelError
 from ..nn.elic import gaussian_bits
 from ..nn.inter import Reference, StereoInterCodec, code_p_frame
+from .intra import hyper_table_ids
 
 VIEWS = (0, 1)
 HYPER_KIND = {"motion": SubstreamKind.MOTION_HYPER, "context": SubstreamKind.TEXTURE_HYPER}
@@ -38,13 +39,8 @@ class InterResult:
 
 
 def z_medians(eb) -> torch.Tensor:
-    """Per-channel medians of a factorized prior; z is coded as round(z - median)."""
-    return eb.quantiles[:, 0, 1].detach().view(1, -1, 1, 1)
-
-
-def _z_ids(shape) -> np.ndarray:
-    c, h, w = shape
-    return np.broadcast_to(np.arange(c, dtype=np.int64)[:, None, None], (c, h, w))
+    """Per-channel medians of a factorized prior as (1, C, 1, 1); z is coded as round(z - median)."""
+    return eb.medians().view(1, -1, 1, 1)
 
 
 def p_frame_layout(model: StereoInterCodec) -> list[tuple[int, int, int]]:
@@ -77,7 +73,7 @@ class _EncoderSide:
         zq = torch.round(z - med)
         zqn = zq.to(torch.int64).cpu().numpy()
         for v in VIEWS:
-            self._enc(v, HYPER_KIND[kind], 0).encode_symbols(zqn[v], _z_ids(zqn.shape[1:]), self.z_tables[kind])
+            self._enc(v, HYPER_KIND[kind], 0).encode_symbols(zqn[v], hyper_table_ids(zqn.shape[1:]), self.z_tables[kind])
         _, lik = eb(z, training=False)
         self.est_bits += float(-torch.log2(lik).sum())
         return zq + med
@@ -116,7 +112,7 @@ class _DecoderSide:
     def hyper(self, kind, fn, eb, shape):
         b, c, h, w = shape
         zq = np.stack([
-            self.streams[(v, int(HYPER_KIND[kind]), 0)].decode_symbols(_z_ids((c, h, w)), self.z_tables[kind])
+            self.streams[(v, int(HYPER_KIND[kind]), 0)].decode_symbols(hyper_table_ids((c, h, w)), self.z_tables[kind])
             for v in VIEWS
         ]).astype(np.float32)
         med = z_medians(eb)

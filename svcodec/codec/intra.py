@@ -76,8 +76,8 @@ class _SliceDecoder:
         return torch.from_numpy(q).to(mu.device)
 
 
-def _z_ids(model: ElicIntraCodec, shape) -> np.ndarray:
-    # one table per hyper-latent channel
+def hyper_table_ids(shape) -> np.ndarray:
+    """Table index of every hyper-latent symbol (c, h, w): one table per channel."""
     c, h, w = shape
     return np.broadcast_to(np.arange(c, dtype=np.int64)[:, None, None], (c, h, w))
 
@@ -95,7 +95,7 @@ def encode_intra(model: ElicIntraCodec, z_tables, x: torch.Tensor, rate: float) 
     zqn = zq.to(torch.int64).cpu().numpy()
     for v in VIEWS:
         e = SubstreamEncoder()
-        e.encode_symbols(zqn[v], _z_ids(model, zqn.shape[1:]), z_tables)
+        e.encode_symbols(zqn[v], hyper_table_ids(zqn.shape[1:]), z_tables)
         substreams.append(Substream(view=v, kind=KIND_HYPER, slot=0, data=e.finish()))
     hyper = model.h_s(zq + med)
     coder = _SliceEncoder(model.split(y))
@@ -120,7 +120,7 @@ def decode_intra(model: ElicIntraCodec, z_tables, substreams: list[Substream], s
         raise BitstreamError(f"I-frame substreams {got} do not match the model's layout")
     nz = model.cfg.Nz
     zq = np.stack([
-        SubstreamDecoder(substreams[v].data).decode_symbols(_z_ids(model, (nz, hz, wz)), z_tables)
+        SubstreamDecoder(substreams[v].data).decode_symbols(hyper_table_ids((nz, hz, wz)), z_tables)
         for v in VIEWS
     ]).astype(np.float32)
     med = model.z_medians().view(1, -1, 1, 1)

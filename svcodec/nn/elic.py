@@ -119,7 +119,7 @@ class ElicIntraCodec(nn.Module):
 
     def z_medians(self) -> torch.Tensor:
         """Per-channel medians of the hyper-latent prior; z is coded as round(z - median)."""
-        return self.entropy_bottleneck.quantiles[:, 0, 1].detach()
+        return self.entropy_bottleneck.medians()
 
     def split(self, y: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(y, self.cfg.groups, dim=1))

@@ -26,12 +26,10 @@ the two have in common; new modules start from their initialisation (HDC-FER as 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..codec.motion import DisFlow
@@ -40,8 +38,10 @@ from ..nn.hdc import HdcFer
 from ..nn.hdc_em import SKIP_SCALE
 from ..nn.inter import PAPER, SMALL, TINY, InterConfig, StereoInterCodec, code_p_frame
 from ..zoo import load_intra
+from .common import save_atomic
 from .data import DEFAULT_DATA
 from .sequences import ClipSampler, load_clips
+from .train_intra import sample_rates
 
 # Same lambdas as the intra model: P-frame rate r trains at 256 * 2**r (MSE of [0, 1] RGB);
 # the I-frame before them is coded at intra rate r + cfg.i_rate_offset.
@@ -104,12 +104,6 @@ class _TrainingSlices:
         return mu + _ste_round(y - mu)
 
 
-def sample_rates(n: int, num_rates: int, gen: torch.Generator) -> torch.Tensor:
-    discrete = torch.randint(0, num_rates, (n,), generator=gen).float()
-    cont = torch.rand(n, generator=gen) * (num_rates - 1)
-    return torch.where(torch.rand(n, generator=gen) < 0.25, cont, discrete)
-
-
 def configure_stage(cfg: InterConfig, stage: str) -> InterConfig:
     if stage == "single":
         return InterConfig(**{**cfg.to_dict(), "fer": False, "cross_view": False})
@@ -129,12 +123,6 @@ def trainable(model: StereoInterCodec, stage: str) -> list[torch.nn.Parameter]:
         if train and not n.endswith(".quantiles"):
             params.append(p)
     return params
-
-
-def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def load_partial(model: torch.nn.Module, state: dict) -> list[str]:
