@@ -124,6 +124,9 @@ class HdcFer(nn.Module):
         self.hdc = HybridDisparityCompensation(channels, max_disp, variant)
         self.up = nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1)
         self.gate = nn.Conv2d(channels, channels, 1)
+        self.zero_gate_()
+
+    def zero_gate_(self) -> None:
         nn.init.zeros_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
 

@@ -32,7 +32,7 @@ from torch import nn
 
 from .hdc import HdcFer
 from .hdc_em import SliceEntropyModel
-from .layers import ResBlock, conv, deconv, rate_gain
+from .layers import ResBlock, conv, deconv, rate_gain, signal_preserving_init_
 
 MV_SCALE = 4.0  # flow (pixels) is divided by this before the motion encoder
 
@@ -90,6 +90,23 @@ def _fer(cfg: InterConfig, ch: int) -> nn.Module:
     return HdcFer(ch, cfg.fer_disp, cfg.hdc_variant) if cfg.fer else nn.Identity()
 
 
+def reset_coder_parameters(coder: nn.Module) -> None:
+    """Signal-preserving init of a coder's transforms (see layers.signal_preserving_init_); its
+    entropy model keeps its own init, HDC-FER gates restart at zero (identity) and a coder with
+    a `recon` head restarts close to "copy the motion-compensated prediction"."""
+    for name, child in coder.named_children():
+        if name not in ("em", "entropy_bottleneck"):
+            signal_preserving_init_(child)
+    for m in coder.modules():
+        if isinstance(m, HdcFer):
+            m.zero_gate_()
+    if hasattr(coder, "recon"):
+        # near "copy the prediction", but not exactly: a zero last layer passes no gradient to
+        # the decoder, and the rate term then shrinks the latent to nothing before the decoder
+        # has learned to use it (measured: the revived coder collapsed again within 200 steps)
+        coder.recon[-1].weight.data.mul_(0.1)
+
+
 class MotionCoder(nn.Module):
     """Flow <-> latent at 1/16, hyper-latent at 1/64. Optical flow is smooth, so the coder works
     from 1/4 resolution (average-pooled flow in, bilinearly upsampled flow out): the full-
@@ -106,6 +123,7 @@ class MotionCoder(nn.Module):
                                  conv(n, 2 * m, 3, 1))
         self.entropy_bottleneck = FactorizedPrior(nz)
         self.em = SliceEntropyModel(m, 2 * m, cfg.slices, cfg.cross_view, 32, cfg.em_disp, cfg.hdc_variant)
+        reset_coder_parameters(self)
 
     def analysis(self, flow):
         return self.enc(F.avg_pool2d(flow / MV_SCALE, 4))
@@ -160,14 +178,13 @@ class ContextCoder(nn.Module):
         self.d3 = nn.Sequential(conv(n + c2, n, 3, 1), _act(), deconv(n, n, 3))
         self.d4 = nn.Sequential(conv(n + c1, g, 3, 1), ResBlock(g))
         self.recon = nn.Sequential(conv(g, g, 3, 1), _act(), deconv(g, 3, 3))
-        nn.init.zeros_(self.recon[-1].weight)  # start as "copy the motion-compensated prediction"
-        nn.init.zeros_(self.recon[-1].bias)
         self.h_a = nn.Sequential(conv(m, n, 3, 1), _act(), conv(n, n, 3), _fer(cfg, n), _act(), conv(n, nz, 3))
         self.h_s = nn.Sequential(deconv(nz, n, 3), _fer(cfg, n), _act(), deconv(n, n, 3), _act(), conv(n, m, 3, 1))
         self.temporal = nn.Sequential(conv(c3, n, 3, 1), _act(), conv(n, m, 3))
         self.fuse = nn.Sequential(conv(2 * m, 2 * m, 1, 1), _act(), conv(2 * m, 2 * m, 1, 1))
         self.entropy_bottleneck = FactorizedPrior(nz)
         self.em = SliceEntropyModel(m, 2 * m, cfg.slices, cfg.cross_view, 32, cfg.em_disp, cfg.hdc_variant)
+        reset_coder_parameters(self)
 
     def analysis(self, x, ctx):
         ctx1, ctx2, ctx3, pred = ctx

@@ -36,7 +36,7 @@ from ..codec.motion import DisFlow
 from ..nn.elic import gaussian_bits
 from ..nn.hdc import HdcFer
 from ..nn.hdc_em import SKIP_SCALE
-from ..nn.inter import PAPER, SMALL, TINY, InterConfig, StereoInterCodec, code_p_frame
+from ..nn.inter import PAPER, SMALL, TINY, InterConfig, StereoInterCodec, code_p_frame, reset_coder_parameters
 from ..zoo import load_intra
 from .common import save_atomic
 from .data import DEFAULT_DATA
@@ -59,11 +59,20 @@ def _ste_round(x):
 
 
 class TrainingSide:
-    """The `side` of code_p_frame for training: additive noise for the rate terms,
-    straight-through mean-shifted rounding for what the decoder sees (every position; see slice)."""
+    """The `side` of code_p_frame for training: additive noise for the rate terms; the decoders
+    see either the same noisy latents or straight-through mean-shifted rounding (every
+    position; see slice).
 
-    def __init__(self, x: torch.Tensor, flow: torch.Tensor):
-        self.x, self.flow = x, flow
+    Why noise at all: a freshly initialised encoder emits latents of std ~0.04, so rounding
+    maps every one of them to the prior's mean and the decoder receives no information; it
+    learns to ignore its latent, the encoder gets no useful gradient, and the context coder
+    stays collapsed for good (measured on the first shipped P weights: a unit change of the
+    context latent moved the reconstruction by 1.6e-4). Noisy latents carry information at any
+    scale, so the coder can grow out of that state; the rounded steps teach the decoder what
+    the real codec sends."""
+
+    def __init__(self, x: torch.Tensor, flow: torch.Tensor, noisy_decoder: bool = False):
+        self.x, self.flow, self.noisy_decoder = x, flow, noisy_decoder
         self.bits = {"motion": x.new_zeros(x.shape[0]), "context": x.new_zeros(x.shape[0])}
         self.skipped = 0.0
 
@@ -101,6 +110,8 @@ class _TrainingSlices:
         pad[view] = bits
         self.side.bits[self.kind] = self.side.bits[self.kind] + torch.cat(pad)
         self.side.skipped += float((scale <= SKIP_SCALE).float().mean())
+        if self.side.noisy_decoder:
+            return noisy
         return mu + _ste_round(y - mu)
 
 
@@ -123,6 +134,20 @@ def trainable(model: StereoInterCodec, stage: str) -> list[torch.nn.Parameter]:
         if train and not n.endswith(".quantiles"):
             params.append(p)
     return params
+
+
+def clipping_groups(model: StereoInterCodec) -> list[list[torch.nn.Parameter]]:
+    """Trainable parameters grouped by top-level part (motion coder, compensation, context coder,
+    the rest), each group clipped on its own. Why: the motion decoder's gradient (flow -> warp ->
+    lambda * MSE) swings between 2 and 120 from step to step; clipped as one vector with the
+    rest, it rescaled the context coder's gradient by a random factor of 1/3 to 1/150 every step
+    and the context coder never learned (measured while reviving it)."""
+    groups: dict[str, list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad and not name.endswith(".quantiles"):
+            part = name.split(".")[0]
+            groups.setdefault(part if part in ("motion", "compensation", "context") else "rest", []).append(p)
+    return list(groups.values())
 
 
 def load_partial(model: torch.nn.Module, state: dict) -> list[str]:
@@ -159,6 +184,10 @@ def main(argv=None) -> None:
     ap.add_argument("--context-rate-weight", type=float, default=1.0,
                     help="scale of the context bits in the loss (a warm-up below 1 lets a collapsed "
                          "context coder learn to carry the residual again; report bpp is unscaled)")
+    ap.add_argument("--clip", type=float, default=1.0, help="gradient norm limit per part (see clipping_groups)")
+    ap.add_argument("--decoder-noise", type=float, default=0.5,
+                    help="share of steps whose decoders see noisy latents instead of rounded ones "
+                         "(see TrainingSide; 0: always rounded, as the codec)")
     ap.add_argument("--save-minutes", type=float, default=3.0)
     ap.add_argument("--log-seconds", type=float, default=30.0, help="log line interval")
     ap.add_argument("--threads", type=int, default=2)
@@ -167,8 +196,9 @@ def main(argv=None) -> None:
     ap.add_argument("--fresh-optimizer", action="store_true",
                     help="do not resume the optimizer state (its second moments may still hold an "
                          "earlier loss's gradient scale)")
-    ap.add_argument("--reinit-recon", type=float, default=0.0,
-                    help="re-initialise the reconstruction head's last layer with this std (0: keep)")
+    ap.add_argument("--reinit-context", action="store_true",
+                    help="restart the context coder's transforms from their initialisation (revives "
+                         "a collapsed context coder; motion coder and entropy models keep theirs)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     minutes = args.minutes if args.minutes is not None else (args.hours or 1.0) * 60
@@ -200,11 +230,12 @@ def main(argv=None) -> None:
         p.requires_grad_(False)
 
     params = trainable(model, stage)
+    clip_groups = clipping_groups(model)
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     opt = torch.optim.Adam(params, lr=args.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
-    if args.reinit_recon > 0:
-        torch.nn.init.normal_(model.context.recon[-1].weight, std=args.reinit_recon)
+    if args.reinit_context:
+        reset_coder_parameters(model.context)
     if state and state.get("stage") == stage and "opt" in state and not args.fresh_optimizer:
         try:
             opt.load_state_dict(state["opt"])
@@ -247,12 +278,13 @@ def main(argv=None) -> None:
             i_rate = (rate2 + cfg.i_rate_offset).clamp(max=3.0)
             x_i = intra.model(x0, i_rate)["x_hat"].clamp(0, 1)
         ref = model.reference_from_intra(x_i)
+        noisy_decoder = bool(torch.rand(1, generator=gen) < args.decoder_noise)
         loss = 0.0
         w_warp = args.warp_weight * max(0.1, 1.0 - 0.9 * step / max(1, args.warp_decay_steps))
         mses, bpps, bpp_mv, wmses = [], [], [], []
         for t in range(1, seq.shape[1]):
             x = frames_per_view(seq[:, t])
-            side = TrainingSide(x, flow_of(x, ref.frame.detach()))
+            side = TrainingSide(x, flow_of(x, ref.frame.detach()), noisy_decoder)
             x_hat, ref = code_p_frame(model, ref, rate2, side)
             mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
             pixels = x.shape[2] * x.shape[3]
@@ -269,7 +301,8 @@ def main(argv=None) -> None:
         loss = loss / (seq.shape[1] - 1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        for group in clip_groups:
+            torch.nn.utils.clip_grad_norm_(group, args.clip)
         opt.step()
         aux_opt.zero_grad(set_to_none=True)
         sum(eb.loss() for eb in model.entropy_bottlenecks().values()).backward()
@@ -281,7 +314,11 @@ def main(argv=None) -> None:
         warp_psnr = float((-10 * torch.log10(torch.cat(wmses).clamp_min(1e-10))).mean())
         cur = (float(loss.detach()), float(torch.stack(bpps).mean()), float(torch.stack(bpp_mv).mean()), psnr,
                warp_psnr)
-        ema = cur if ema is None else tuple(0.98 * a + 0.02 * c for a, c in zip(ema, cur))
+        if ema is None:
+            ema = cur
+        # the PSNRs shown are the codec's (rounded latents): noisy-decoder steps leave them alone
+        keep = (3, 4) if noisy_decoder else ()
+        ema = tuple(a if i in keep else 0.98 * a + 0.02 * c for i, (a, c) in enumerate(zip(ema, cur)))
         if time.time() - last_log >= args.log_seconds:
             last_log = time.time()
             px = b * 2 * (seq.shape[1] - 1) * seq.shape[-1] * seq.shape[-2]
