@@ -125,18 +125,23 @@ def test_x265_anchor_tiny_clip(name):
     assert math.isfinite(p) and p > 20
 
 
-def test_driver_end_to_end_on_synthetic_clip(tmp_path):
-    import json
-
+def _synth_clip(tmp_path, frames=3):
     from PIL import Image
-
-    from svcodec.bench.run import main
 
     clip = tmp_path / "data" / "synth"
     for view, off in (("left", 0), ("right", 10)):
         (clip / view).mkdir(parents=True)
-        for i in range(3):
+        for i in range(frames):
             Image.fromarray(_img(seed=off + i)).save(clip / view / f"{i:04d}.png")
+    return tmp_path / "data"
+
+
+def test_driver_end_to_end_on_synthetic_clip(tmp_path):
+    import json
+
+    from svcodec.bench.run import main
+
+    _synth_clip(tmp_path)
     out = tmp_path / "out"
     argv = ["--data", str(tmp_path / "data"), "--frames", "3", "--rates", "", "--qps", "27,32,37",
             "--anchors", "x265,sbs,x265-444", "--out", str(out)]
@@ -149,6 +154,29 @@ def test_driver_end_to_end_on_synthetic_clip(tmp_path):
     assert ceilings["colour_only_psnr_ceiling_444"] > ceilings["colour_only_psnr_ceiling"]
     assert (out / "rd_synth.png").stat().st_size > 0
     assert "| synth | x265 | 32 |" in (out / "bench.md").read_text()
+
+
+def test_reuse_takes_unmeasured_codecs_from_an_earlier_run(tmp_path):
+    import json
+
+    from svcodec.bench.run import main
+
+    data = _synth_clip(tmp_path)
+    first, second, third = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    common = ["--data", str(data), "--rates", "", "--qps", "27,32,37", "--no-msssim"]
+    assert main(common + ["--frames", "3", "--anchors", "x265,sbs", "--out", str(first)]) == 0
+    assert main(common + ["--frames", "3", "--anchors", "sbs", "--reuse", str(first / "bench.json"),
+                          "--out", str(second)]) == 0
+    rows = json.loads((second / "bench.json").read_text())["results"]
+    sources = {(r["codec"], r["source"].split(" ")[0]) for r in rows}
+    assert sources == {("x265", "reused"), ("sbs", "measured")}  # sbs measured anew, not taken twice
+    assert len(rows) == 6
+    md = (second / "bench.md").read_text()
+    assert "| synth | x265 (reused) | 32 |" in md and "| synth | sbs | 32 |" in md
+    # an earlier run at another frame count is not comparable: nothing is reused
+    assert main(common + ["--frames", "2", "--anchors", "sbs", "--reuse", str(first / "bench.json"),
+                          "--out", str(third)]) == 0
+    assert {r["codec"] for r in json.loads((third / "bench.json").read_text())["results"]} == {"sbs"}
 
 
 def _write_fake_svc(left, right, out_path, rate, gop, motion_bytes=7):

@@ -76,6 +76,11 @@ def _mem(r: dict) -> str:
     return f"{r['peak_rss_mb']:.0f} (+{r.get('peak_rss_delta_mb', 0):.0f})"
 
 
+def _codec_label(r: dict) -> str:
+    """The codec's name, marked where the row was measured by an earlier run (--reuse)."""
+    return r["codec"] + (" (reused)" if str(r.get("source", "")).startswith("reused") else "")
+
+
 def _pct(x) -> str:
     s = _f(x, "+.1f")
     return s if s == "n/a" else s + "%"
@@ -115,7 +120,7 @@ def _allocation_table(rows: list[dict]) -> list[str]:
         if not a:
             continue
         shares = " | ".join(f"{100 * a['share'][k]:.1f}%" for k in PARTS)
-        lines.append(f"| {r['clip']} | {r['codec']} | {r['q']} | {a['frames']['I']} / {a['frames']['P']} | "
+        lines.append(f"| {r['clip']} | {_codec_label(r)} | {r['q']} | {a['frames']['I']} / {a['frames']['P']} | "
                      f"{r['bytes_raw']} | {shares} |")
     return lines
 
@@ -139,7 +144,7 @@ def _speed_table(rows: list[dict]) -> list[str]:
             split.append(f"{rest:.2f} ({100 * rest / enc:.0f}%)")
         else:
             split = ["not reported"] * (len(keys) + 1)
-        lines.append(f"| {r['clip']} | {r['codec']} | {r['q']} | {r['W']} x {r['H']} | {_f(r.get('enc_fps'), '.3f')} | "
+        lines.append(f"| {r['clip']} | {_codec_label(r)} | {r['q']} | {r['W']} x {r['H']} | {_f(r.get('enc_fps'), '.3f')} | "
                      f"{_f(r.get('dec_fps'), '.3f')} | {_mem(r)} | " + " | ".join(split) + " |")
     return lines
 
@@ -152,7 +157,8 @@ def markdown(meta: dict, rows: list[dict], bd: list[dict]) -> str:
         "RGB (BT.601 limited 4:2:0 for the classical anchors, bilinear chroma upsampling; `*-444` anchors: 4:4:4, "
         "no subsampling). bpp = bits of both views / (2·W·H·frames). fps = stereo frame pairs per second, wall "
         f"clock, colour conversion included. Rows marked `{REF_PREFIX}` come from --anchor-json (measured "
-        "elsewhere, their own frame count)."
+        "elsewhere, their own frame count). Rows marked (reused) were measured by the earlier run named "
+        "in bench.json (--reuse: same clip, same frame count)."
     )
     lines += ["", "| clip | codec | rate/QP | frames | GOP | bpp | RGB PSNR | MS-SSIM | enc fps | dec fps | "
                   "peak RSS MB (+delta) |"]
@@ -162,7 +168,7 @@ def markdown(meta: dict, rows: list[dict], bd: list[dict]) -> str:
         for codec in codec_order(crow):
             for r in sorted((r for r in crow if r["codec"] == codec), key=lambda r: r["q"]):
                 lines.append(
-                    f"| {clip} | {codec} | {r['q']} | {r['frames']} | {r.get('coded_gop', r.get('gop'))} | "
+                    f"| {clip} | {_codec_label(r)} | {r['q']} | {r['frames']} | {r.get('coded_gop', r.get('gop'))} | "
                     f"{_f(r['bpp'], '.5f')} | {_f(r['psnr_rgb'], '.3f')} | {_f(r.get('msssim_rgb'), '.5f')} | "
                     f"{_f(r.get('enc_fps'), '.1f')} | {_f(r.get('dec_fps'), '.1f')} | {_mem(r)} |"
                 )

@@ -184,6 +184,21 @@ def reference_rows(anchor_dir: Path | None, clip: str) -> list[dict]:
     ]
 
 
+def reused_rows(path: Path | None, clip: str, frames: int, measured: set[str]) -> list[dict]:
+    """Measured rows of an earlier run for `clip` at the same frame count, for the codecs this run
+    did not measure (their numbers do not change when only svcodec's weights do)."""
+    if path is None:
+        return []
+    try:
+        data = json.loads(path.read_text())
+        old = [r for r in data["results"] if r.get("clip") == clip and r.get("source") == "measured"
+               and r.get("frames") == frames and r.get("codec") not in measured]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise click.UsageError(f"{path}: not a bench.json ({e})") from None
+    when = data.get("meta", {}).get("date", "?")
+    return [{**r, "source": f"reused from {path.name} ({when})"} for r in old]
+
+
 # --- driver ---------------------------------------------------------------------------------
 
 
@@ -218,9 +233,12 @@ def _rates(s: str) -> list:
 @click.option("--device", default="cpu", show_default=True, help="Device for svcodec.")
 @click.option("--fps", default=30, show_default=True, help="Nominal frame rate passed to encoders.")
 @click.option("--no-msssim", is_flag=True, help="Skip MS-SSIM (faster).")
+@click.option("--reuse", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="An earlier bench.json: rows of codecs this run does not measure (same clip and frame "
+                   "count) are taken from it, marked 'reused', so only the changed codec need be rerun.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench_out"), show_default=True)
 def bench_command(data, pairs, frames, gop, rates, with_intra, qps, anchor_names, anchor_json, mvhevc_cmd,
-                  device, fps, no_msssim, out):
+                  device, fps, no_msssim, reuse, out):
     """Rate-distortion benchmark: svcodec vs x265/x264 anchors on stereo clips."""
     clips = find_clips(data, pairs)
     if not clips:
@@ -279,6 +297,7 @@ def bench_command(data, pairs, frames, gop, rates, with_intra, qps, anchor_names
                     rows.append({"clip": clip, "codec": codec, "q": q, "gop": g, "coded_gop": coded_gop,
                                  "source": "measured", **r})
                 progress.advance(task)
+            rows += reused_rows(reuse, clip, len(left), measured={r["codec"] for r in rows if r["clip"] == clip})
             rows += reference_rows(anchor_json, clip)
             plot_rd(out / f"rd_{clip}.png", clip, [r for r in rows if r["clip"] == clip])
 
