@@ -46,7 +46,8 @@ def export(ckpt: Path, out: Path, note: str = "") -> dict:
             "cascaded_loss": state.get("cascade"),
             "intra_weights": f"{state.get('intra')} ({state.get('intra_id')})",
             "initialised_from": state.get("init"),
-            "optimizer": "Adam, grad-norm clip 1.0",
+            "optimizer": "Adam; gradient norm clipped per part (motion, compensation, context, rest)",
+            "runs": state.get("runs", []),
             "data": ("shared/data stereo_video/* (real stereo) and mono_video/* with a derived second view "
                      "(constant-disparity shift + photometric change), random crops and flips; the "
                      "evaluation clips in shared/data/stereo/ are not used"),

@@ -261,9 +261,12 @@ def main(argv=None) -> None:
             "lambda0": LAMBDA0, "crop": crop, "batch": args.batch, "frames": args.frames,
             "cascade": args.cascade, "data": str(args.data), "intra": intra.name,
             "intra_id": intra.model_id.hex(), "init": (state or {}).get("init") or args.init,
-            "clips": [c.name for c in clips], "device": str(args.device),
+            "clips": [c.name for c in clips], "device": str(args.device), "runs": runs,
         }, args.ckpt)
 
+    # every invocation's flags, so the exported manifest can say how the weights were trained
+    runs = (state or {}).get("runs", []) + [{"start_step": step, "date": time.strftime("%Y-%m-%d %H:%M"),
+                                             "args": {k: str(v) for k, v in vars(args).items()}}]
     t_end = time.time() + minutes * 60
     last_save = last_log = time.time()
     ema = None
