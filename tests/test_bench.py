@@ -177,6 +177,11 @@ def test_reuse_takes_unmeasured_codecs_from_an_earlier_run(tmp_path):
     assert main(common + ["--frames", "2", "--anchors", "sbs", "--reuse", str(first / "bench.json"),
                           "--out", str(third)]) == 0
     assert {r["codec"] for r in json.loads((third / "bench.json").read_text())["results"]} == {"sbs"}
+    # a file that is not a bench.json is refused before anything is measured
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"results": 3}')
+    assert main(common + ["--frames", "3", "--anchors", "sbs", "--reuse", str(bad), "--out", str(tmp_path / "d")]) != 0
+    assert not (tmp_path / "d").exists()
 
 
 def _write_fake_svc(left, right, out_path, rate, gop, motion_bytes=7):

@@ -184,19 +184,24 @@ def reference_rows(anchor_dir: Path | None, clip: str) -> list[dict]:
     ]
 
 
-def reused_rows(path: Path | None, clip: str, frames: int, measured: set[str]) -> list[dict]:
-    """Measured rows of an earlier run for `clip` at the same frame count, for the codecs this run
-    did not measure (their numbers do not change when only svcodec's weights do)."""
+def load_reusable(path: Path | None) -> list[dict]:
+    """The measured rows of an earlier bench.json, marked as reused. Read once, before any
+    measuring, so a wrong file is refused at once and not after the first clip."""
     if path is None:
         return []
     try:
         data = json.loads(path.read_text())
-        old = [r for r in data["results"] if r.get("clip") == clip and r.get("source") == "measured"
-               and r.get("frames") == frames and r.get("codec") not in measured]
+        when = data.get("meta", {}).get("date", "?")
+        return [{**r, "source": f"reused from {path.name} ({when})"} for r in data["results"]
+                if r.get("source") == "measured" and "clip" in r and "codec" in r]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise click.UsageError(f"{path}: not a bench.json ({e})") from None
-    when = data.get("meta", {}).get("date", "?")
-    return [{**r, "source": f"reused from {path.name} ({when})"} for r in old]
+
+
+def reused_rows(reusable: list[dict], clip: str, frames: int, measured: set[str]) -> list[dict]:
+    """Rows for `clip` at the same frame count, for the codecs this run did not measure (their
+    numbers do not change when only svcodec's weights do)."""
+    return [r for r in reusable if r["clip"] == clip and r.get("frames") == frames and r["codec"] not in measured]
 
 
 # --- driver ---------------------------------------------------------------------------------
@@ -244,6 +249,7 @@ def bench_command(data, pairs, frames, gop, rates, with_intra, qps, anchor_names
     if not clips:
         raise click.UsageError("no clips: give --data (folder with left/ and right/) or --pair")
     rate_list, qp_list = _rates(rates), _ints(qps)
+    reusable = load_reusable(reuse)
     names = [a.strip() for a in anchor_names.split(",") if a.strip()]
     unknown = [a for a in names if a not in anc.ANCHORS]
     if unknown:
@@ -297,7 +303,7 @@ def bench_command(data, pairs, frames, gop, rates, with_intra, qps, anchor_names
                     rows.append({"clip": clip, "codec": codec, "q": q, "gop": g, "coded_gop": coded_gop,
                                  "source": "measured", **r})
                 progress.advance(task)
-            rows += reused_rows(reuse, clip, len(left), measured={r["codec"] for r in rows if r["clip"] == clip})
+            rows += reused_rows(reusable, clip, len(left), measured={r["codec"] for r in rows if r["clip"] == clip})
             rows += reference_rows(anchor_json, clip)
             plot_rd(out / f"rd_{clip}.png", clip, [r for r in rows if r["clip"] == clip])
 
