@@ -2,6 +2,7 @@
 # One training burst, as ONE command, on any machine (made for a lent CUDA machine):
 #
 #   OUT=/some/dir scripts/gpu_burst.sh MODEL [extra trainer flags]
+#   OUT=/some/dir scripts/gpu_burst.sh ablation     (paper Fig. 5a: every variant, equal steps)
 #
 # 1. installs the carried wheels (runs/wheels/*.whl) when the trainer's imports are missing,
 # 2. trains MODEL on the pack (runs/pack) from the carried checkpoint ($CKPT, if present),
@@ -55,6 +56,24 @@ if ! $PYTHON -c "import compressai, pytorch_msssim" >/dev/null 2>&1; then
 fi
 $PYTHON -c "import torch, compressai; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'compressai', compressai.__version__)"
 
+# 2a. the ablation: the full model trains first for its share of the budget, every other
+#     variant then the same number of steps; only the weights (7 files) and the log come
+#     back, the evaluation runs on the CPU afterwards (the log prints its command).
+if [ "$MODEL" = ablation ]; then
+  VARIANTS=${VARIANTS:-backbone,fer-only,em-only,full,literal,noscore,noshift}
+  NVAR=$(echo "$VARIANTS" | tr ',' '\n' | grep -c .)
+  # the full model is the slowest; the others take about as long each (less without HDC-FER)
+  PER=$($PYTHON -c "import time; print(round(max(0.2, ($BUDGET_MIN - (time.time() - $T0) / 60 - 1.0) / ($NVAR + 0.5 * $NVAR) ), 2))")
+  echo "ablation on $DEVICE: $NVAR variants, the full model trains $PER min"
+  $PYTHON scripts/ablation.py --skip-eval --out runs/burst/ablation --copy-to "$OUT" --device "$DEVICE" \
+    --variants "$VARIANTS" --minutes-per-variant "$PER" --threads "$THREADS" --data "$DATA" \
+    -- --batch "$BATCH" --crop "$CROP" --lr "$LR" "$@"
+  # (no extra file: 7 weights + this log is all that can come back)
+  echo "steps per variant: $(cat runs/burst/ablation/steps.txt); evaluate with: python scripts/ablation.py --skip-train --out DIR_WITH_THE_WEIGHTS --steps $(cat runs/burst/ablation/steps.txt)"
+  echo "== done in $(( $(date +%s) - T0 )) s; \$OUT holds: $(cd "$OUT" && ls | tr '\n' ' ')"
+  exit 0
+fi
+
 # 2. train
 INIT_ARGS=()
 if [ -f "$CKPT" ]; then
@@ -85,6 +104,15 @@ else
   echo "no exporter for $MODEL yet: only the checkpoint is copied"
 fi
 SIZE=$(stat -c %s "$CKPT")
+if [ "$SIZE" -gt $((90 * 1024 * 1024)) ]; then
+  # at most 8 files come back: beside the weights and the log, six 15 MiB parts. A larger
+  # checkpoint (the P-frame model's Adam moments) comes back without its optimizer state;
+  # resuming from it starts the optimizer afresh.
+  SLIM="${CKPT%.pt}.model_only.pt"
+  $PYTHON -c "import torch, sys; s = torch.load(sys.argv[1], map_location='cpu', weights_only=False); [s.pop(k, None) for k in ('opt', 'aux_opt')]; torch.save(s, sys.argv[2])" "$CKPT" "$SLIM"
+  echo "checkpoint $SIZE bytes: copying it without the optimizer state ($(stat -c %s "$SLIM") bytes)"
+  CKPT=$SLIM; SIZE=$(stat -c %s "$CKPT")
+fi
 if [ "$SIZE" -gt $((15 * 1024 * 1024)) ]; then
   split -b 15M -d -a 1 "$CKPT" "$OUT/$(basename "$CKPT").part"
   echo "checkpoint $SIZE bytes split into $(ls "$OUT" | grep -c '\.part') parts (cat $(basename "$CKPT").part* > $(basename "$CKPT"))"

@@ -119,12 +119,14 @@ def measure_stereo(
     dec_right: list[np.ndarray],
     msssim: bool = True,
 ) -> dict:
-    """Mean RGB PSNR / MS-SSIM over frames and both views (per-view PSNR kept too)."""
+    """Mean RGB PSNR / MS-SSIM over frames and both views (per-view and per-frame PSNR kept too)."""
     if not (len(src_left) == len(src_right) == len(dec_left) == len(dec_right)):
         raise ValueError("frame count mismatch between source and decoded views")
     p_l = [psnr_rgb(a, b) for a, b in zip(src_left, dec_left)]
     p_r = [psnr_rgb(a, b) for a, b in zip(src_right, dec_right)]
     out = {
+        # per frame, both views averaged: shows how quality moves across a GOP (P-frame drift)
+        "psnr_per_frame": [round((a + b) / 2, 3) for a, b in zip(p_l, p_r)],
         "psnr_rgb": float(np.mean(p_l + p_r)),
         "psnr_rgb_L": float(np.mean(p_l)),
         "psnr_rgb_R": float(np.mean(p_r)),

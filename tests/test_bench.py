@@ -29,6 +29,16 @@ def test_psnr_known_mse():
     assert psnr_rgb(a, b) == pytest.approx(10 * math.log10(255**2 / 100))
 
 
+def test_per_frame_psnr_follows_the_frames_and_averages_the_views():
+    from svcodec.metrics import measure_stereo
+
+    src = [np.full((16, 16, 3), 100, np.uint8)] * 2
+    off10, off20 = src[0] + np.uint8(10), src[0] + np.uint8(20)
+    m = measure_stereo(src, src, [off10, off20], [off10, off10], msssim=False)
+    p10, p20 = 10 * math.log10(255**2 / 100), 10 * math.log10(255**2 / 400)
+    assert m["psnr_per_frame"] == [pytest.approx(p10, abs=1e-3), pytest.approx((p20 + p10) / 2, abs=1e-3)]
+
+
 def test_msssim_identical_and_ordered():
     a = _img(200, 240)
     assert ms_ssim_rgb(a, a) == pytest.approx(1.0)
@@ -291,7 +301,9 @@ def test_driver_measures_both_svcodec_variants_through_the_api(tmp_path, monkeyp
     assert [(b["codec"], b["anchor"]) for b in res["bd_rate"]] == [("svcodec", "svcodec-intra")]
     assert res["bd_rate"][0]["bd_rate_psnr"] is None
     md = (out / "bench.md").read_text()
+    assert rows[0]["psnr_per_frame"] == [100.0, 100.0, 100.0]
     assert "## svcodec: where the bits go" in md and "| clip | svcodec | 0 | 1 / 2 |" in md
+    assert "| 100.00 / 100.00 / 100.00 |" in md
     assert "0.50 (" in md and "not reported" in md
 
 

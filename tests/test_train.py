@@ -298,3 +298,45 @@ def test_inter_trainer_trains_resumes_and_exports(tmp_path, data_dir):
     manifest = export(ckpt, tmp_path / "w.safetensors")
     assert manifest["training"]["steps"] == 3
     assert load_inter(str(tmp_path / "w.safetensors")).model.cfg.slices == 2
+
+
+def test_ablation_variants_configure_the_model():
+    """Each ablation variant switches exactly its HDC parts, on top of the stage's."""
+    from svcodec.nn.inter import SMALL
+    from svcodec.train.train_inter import configure_stage
+
+    def parts(stage, variant):
+        c = configure_stage(SMALL, stage, variant)
+        return c.fer, c.cross_view, c.hdc_variant
+
+    assert parts("full", "full") == (True, True, "aligned")
+    assert parts("full", "backbone") == (False, False, "aligned")
+    assert parts("full", "fer-only") == (True, False, "aligned")
+    assert parts("full", "em-only") == (False, True, "aligned")
+    assert parts("full", "literal") == (True, True, "literal")
+    assert parts("em", "noscore") == (False, True, "noscore")
+    assert parts("single", "full") == (False, False, "aligned")
+
+
+def test_inter_variant_is_kept_on_resume_and_cannot_change(tmp_path, data_dir):
+    ckpt = tmp_path / "backbone.pt"
+    cmd = [sys.executable, "-m", "svcodec.train", "inter", "--ckpt", str(ckpt), "--data", str(data_dir),
+           "--config", "tiny", "--crop", "64", "--batch", "1", "--frames", "1", "--threads", "1",
+           "--log-seconds", "0", "--device", "cpu"]
+    run = subprocess.run(cmd + ["--steps", "1", "--variant", "backbone"], env=_env(tmp_path), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    state = _ckpt(ckpt)
+    assert state["variant"] == "backbone"
+    assert not state["config"]["fer"] and not state["config"]["cross_view"]
+    assert not any("hdc" in k or "aligner" in k for k in state["model"])
+    resumed = subprocess.run(cmd + ["--steps", "2"], env=_env(tmp_path), cwd=tmp_path, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    state = _ckpt(ckpt)
+    assert state["step"] == 2 and state["variant"] == "backbone" and not state["config"]["fer"]
+    changed = subprocess.run(cmd + ["--steps", "3", "--variant", "full"], env=_env(tmp_path), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert changed.returncode != 0
+    assert "is a 'backbone' run" in changed.stderr and "Traceback" not in changed.stderr
+    assert _ckpt(ckpt)["step"] == 2

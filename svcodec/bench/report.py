@@ -112,16 +112,21 @@ def _allocation_table(rows: list[dict]) -> list[str]:
     lines = ["## svcodec: where the bits go", "",
              "Read from each .svc file: I-frames = all substreams of I access units; motion and context = the "
              "motion and texture substreams of P access units; container = headers, substream tables, CRCs, "
-             "index, trailer. Shares of the whole file.", "",
-             "| clip | codec | rate | I / P frames | bytes | I-frames | motion | context | container |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "index, trailer. Shares of the whole file. Last column: RGB PSNR of the first frame (I), the "
+             "second (the first P-frame) and the last frame of the clip: how much quality the P-frames lose "
+             "along a GOP.", "",
+             "| clip | codec | rate | I / P frames | bytes | I-frames | motion | context | container | "
+             "PSNR first / second / last frame |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         a = r.get("bit_allocation")
         if not a:
             continue
         shares = " | ".join(f"{100 * a['share'][k]:.1f}%" for k in PARTS)
+        pf = r.get("psnr_per_frame") or []
+        drift = " / ".join(f"{pf[i]:.2f}" for i in (0, 1, -1)) if len(pf) >= 3 else "n/a"
         lines.append(f"| {r['clip']} | {_codec_label(r)} | {r['q']} | {a['frames']['I']} / {a['frames']['P']} | "
-                     f"{r['bytes_raw']} | {shares} |")
+                     f"{r['bytes_raw']} | {shares} | {drift} |")
     return lines
 
 

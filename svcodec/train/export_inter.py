@@ -38,6 +38,7 @@ def export(ckpt: Path, out: Path, note: str = "") -> dict:
                         for r in range(cfg.num_rates)},
         "training": {
             "stage": state.get("stage"),
+            "variant": state.get("variant", "full"),
             "steps": state["step"],
             "hours": round(state["seconds"] / 3600, 3),
             "batch": state.get("batch"),

@@ -115,12 +115,23 @@ class _TrainingSlices:
         return mu + _ste_round(y - mu)
 
 
-def configure_stage(cfg: InterConfig, stage: str) -> InterConfig:
-    if stage == "single":
-        return InterConfig(**{**cfg.to_dict(), "fer": False, "cross_view": False})
-    if stage == "em":
-        return InterConfig(**{**cfg.to_dict(), "fer": False, "cross_view": True})
-    return InterConfig(**{**cfg.to_dict(), "fer": True, "cross_view": True})
+# The paper's ablation (Fig. 5a) as model variants: which HDC parts the model has, and which form
+# of HDC they use (nn/hdc.py). A variant is kept by its checkpoint and re-applied on resume.
+VARIANTS = {
+    "full": {},
+    "backbone": {"fer": False, "cross_view": False},
+    "fer-only": {"cross_view": False},
+    "em-only": {"fer": False},
+    "literal": {"hdc_variant": "literal"},
+    "noscore": {"hdc_variant": "noscore"},
+    "noshift": {"hdc_variant": "noshift"},
+}
+
+
+def configure_stage(cfg: InterConfig, stage: str, variant: str = "full") -> InterConfig:
+    parts = {"single": {"fer": False, "cross_view": False},
+             "em": {"fer": False, "cross_view": True}}.get(stage, {"fer": True, "cross_view": True})
+    return InterConfig(**{**cfg.to_dict(), **parts, **VARIANTS[variant]})
 
 
 def trainable(model: StereoInterCodec, stage: str) -> list[torch.nn.Parameter]:
@@ -193,6 +204,10 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-mono", action="store_true", help="stereo clips only")
+    ap.add_argument("--variant", choices=sorted(VARIANTS), default=None,
+                    help="ablation variant (paper Fig. 5a): full (default), backbone (no HDC), fer-only, "
+                         "em-only, or the HDC forms literal (Eq. 1 as printed), noscore, noshift; "
+                         "a resumed run keeps its checkpoint's")
     ap.add_argument("--fresh-optimizer", action="store_true",
                     help="do not resume the optimizer state (its second moments may still hold an "
                          "earlier loss's gradient scale)")
@@ -212,7 +227,10 @@ def main(argv=None) -> None:
         cfg = InterConfig(**state["config"])
     else:
         cfg = CONFIGS[args.config]
-    cfg = configure_stage(cfg, stage)
+    variant = (state or {}).get("variant", "full") if state else (args.variant or "full")
+    if state and args.variant and args.variant != variant:
+        ap.error(f"--variant {args.variant}: {args.ckpt} is a {variant!r} run (start a new checkpoint)")
+    cfg = configure_stage(cfg, stage, variant)
     model = StereoInterCodec(cfg).to(args.device)
     step, seconds, history = 0, 0.0, []
     if state:
@@ -230,6 +248,8 @@ def main(argv=None) -> None:
         p.requires_grad_(False)
 
     params = trainable(model, stage)
+    if not params:
+        ap.error(f"stage {stage!r} trains only HDC-FER, and variant {variant!r} has none")
     clip_groups = clipping_groups(model)
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     opt = torch.optim.Adam(params, lr=args.lr)
@@ -256,7 +276,7 @@ def main(argv=None) -> None:
 
     def checkpoint():
         save_atomic({
-            "config": cfg.to_dict(), "stage": stage, "model": model.state_dict(), "opt": opt.state_dict(),
+            "config": cfg.to_dict(), "stage": stage, "variant": variant, "model": model.state_dict(), "opt": opt.state_dict(),
             "aux_opt": aux_opt.state_dict(), "step": step, "seconds": seconds, "history": history,
             "lambda0": LAMBDA0, "crop": crop, "batch": args.batch, "frames": args.frames,
             "cascade": args.cascade, "data": str(args.data), "intra": intra.name,
