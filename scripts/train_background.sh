@@ -21,7 +21,20 @@ if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
 fi
 INIT_ARGS=()
 if [ ! -f "$CKPT" ] && [ "$MODEL" = intra ]; then INIT_ARGS=(--init elic_small_vr); fi
-PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore nohup nice -n 19 ${PYTHON:-python} -m svcodec.train "$MODEL" \
-  --ckpt "$CKPT" --minutes "$MINUTES" --device cpu "${INIT_ARGS[@]}" "$@" >>"$LOG" 2>&1 &
+# A trainer that dies of a signal it did not ask for (SIGSEGV 139, SIGABRT 134: seen once inside
+# libtorch, not reproducible) is resumed from its checkpoint, up to 3 times; a clean stop or an
+# error exit is final. `kill PID` reaches the trainer through the wrapper's trap.
+export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+T_END=$(( $(date +%s) + MINUTES * 60 ))
+nohup nice -n 19 bash -c '
+  t_end=$1; shift
+  trap "kill -TERM \$child 2>/dev/null; wait \$child; exit 0" TERM INT
+  for try in 1 2 3 4; do
+    left=$(( (t_end - $(date +%s)) / 60 )); [ "$left" -ge 1 ] || exit 0
+    "$@" --minutes "$left" & child=$!
+    wait $child; rc=$?
+    case $rc in 134|139) echo "trainer died (exit $rc); resuming its checkpoint" ;; *) exit $rc ;; esac
+  done' _ "$T_END" ${PYTHON:-python} -m svcodec.train "$MODEL" --ckpt "$CKPT" --device cpu "${INIT_ARGS[@]}" "$@" \
+  >>"$LOG" 2>&1 &
 echo $! >"$PIDFILE"
 echo "started $MODEL (pid $!, $MINUTES min, checkpoint $CKPT, log $LOG)"

@@ -340,3 +340,40 @@ def test_inter_variant_is_kept_on_resume_and_cannot_change(tmp_path, data_dir):
     assert changed.returncode != 0
     assert "is a 'backbone' run" in changed.stderr and "Traceback" not in changed.stderr
     assert _ckpt(ckpt)["step"] == 2
+
+
+def test_background_run_resumes_after_a_crash_and_stops_on_kill(tmp_path):
+    """scripts/train_background.sh: a trainer killed by SIGSEGV is restarted on its checkpoint;
+    `kill PID` (the printed pid) reaches the trainer, which then exits cleanly."""
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "train_background.sh"
+    script.write_text((REPO / "scripts" / "train_background.sh").read_text())
+    script.chmod(0o755)
+    fake = tmp_path / "fake_python"
+    fake.write_text("#!/usr/bin/env bash\n"
+                    "echo \"args: $*\"\n"
+                    "n=$(cat count 2>/dev/null || echo 0); echo $((n + 1)) > count\n"
+                    "[ \"$n\" = 0 ] && kill -SEGV $$\n"
+                    "trap 'echo stopped cleanly; exit 0' TERM\n"
+                    "sleep 60 & wait\n")
+    fake.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(fake), MINUTES="5")
+    out = subprocess.run([str(script), "inter", "--lr", "1e-4"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    pid = int((tmp_path / "runs" / "inter.pid").read_text())
+    log = tmp_path / "runs" / "inter.log"
+    count = tmp_path / "count"  # trainer starts so far
+    deadline = time.time() + 20
+    while not (count.exists() and count.read_text().strip() == "2"):
+        assert time.time() < deadline, log.read_text()
+        time.sleep(0.1)
+    time.sleep(0.5)  # let the restarted trainer install its TERM handler
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 20
+    while "stopped cleanly" not in log.read_text():
+        assert time.time() < deadline, log.read_text()
+        time.sleep(0.1)
+    text = log.read_text()
+    assert text.count("args: -m svcodec.train inter --ckpt runs/inter.pt --device cpu --lr 1e-4 --minutes") == 2
+    assert "trainer died (exit 139); resuming its checkpoint" in text
