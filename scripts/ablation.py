@@ -128,24 +128,39 @@ def compare(anchor: list[dict], test: list[dict]) -> tuple[float | None, str]:
     return None, f"{cmp['status']}; same rate: {d_bpp:+.1f} % bits, {d_psnr:+.2f} dB"
 
 
-def report(results: dict, args) -> str:
-    clips = sorted({c for r in results.values() for c in r})
-    lines = [f"# Ablation (paper Fig. 5a), reduced budget: {args.steps} steps per variant from {args.init}",
-             "", f"P-frames only, real range coding; {args.frames}-frame GOPs of {args.crop[0]}x{args.crop[1]} "
-             f"centre crops; rates {', '.join(str(r) for r in args.rates)}. BD-rate (PSNR) against the "
-             "backbone; negative = fewer bits at equal quality; where the curves overlap by less than 1 dB, the mean change at equal rate index instead.", "",
-             "| variant | " + " | ".join(clips) + " | mean |", "|---|" + "---|" * (len(clips) + 1)]
-    for v in [v for v in ORDER if v in results]:
+def bd_table(results: dict, anchor: str, variants: list[str], clips: list[str]) -> list[str]:
+    lines = [f"| variant (against {LABEL[anchor]}) | " + " | ".join(clips) + " | mean |",
+             "|---|" + "---|" * (len(clips) + 1)]
+    for v in [v for v in variants if v in results]:
         cells, vals = [], []
         for c in clips:
-            bd, cell = (None, "0 (anchor)") if v == "backbone" else compare(results["backbone"].get(c, []),
-                                                                             results[v].get(c, []))
+            bd, cell = (None, "0 (anchor)") if v == anchor else compare(results[anchor].get(c, []),
+                                                                         results[v].get(c, []))
             cells.append(cell)
             if bd is not None:
                 vals.append(bd)
-        mean = "0 (anchor)" if v == "backbone" else (f"{np.mean(vals):+.1f} % ({len(vals)} clips)" if vals else "n/a")
+        mean = "0 (anchor)" if v == anchor else (f"{np.mean(vals):+.1f} % ({len(vals)} clips)" if vals else "n/a")
         lines.append(f"| {LABEL[v]} | " + " | ".join(cells) + f" | {mean} |")
-    lines += ["", "| variant | clip | rate | P bpp | P PSNR |", "|---|---|---|---|---|"]
+    return lines
+
+
+def report(results: dict, args) -> str:
+    clips = sorted({c for r in results.values() for c in r})
+    lines = [f"# Ablation (paper Fig. 5a), reduced budget: {args.steps} steps per variant from {args.init}",
+             "", "Every variant starts from the same weights, keeps the tensors it shares with them (parts it "
+             "lacks are dropped, parts it adds start at their initialisation) and trains the same steps on the "
+             "same data. With a trained full model as the start this is a knock-out-and-recover test: a part's "
+             "number includes how much the other parts had come to rely on it, and how far the variant "
+             "recovered in the steps given. It is not the paper's protocol (every model trained to convergence).",
+             "", f"P-frames only, real range coding; {args.frames}-frame GOPs of {args.crop[0]}x{args.crop[1]} "
+             f"centre crops; rates {', '.join(f'{r:g}' for r in args.rates)}. BD-rate (PSNR); negative = fewer "
+             "bits at equal quality; where the curves overlap by less than 1 dB, the mean change at equal rate "
+             "index instead.", "", "## The HDC parts", ""]
+    lines += bd_table(results, "backbone", ["backbone", "fer-only", "em-only", "full"], clips)
+    if "full" in results:
+        lines += ["", "## The form of HDC", ""]
+        lines += bd_table(results, "full", ["full", "literal", "noscore", "noshift"], clips)
+    lines += ["", "## Points", "", "| variant | clip | rate | P bpp | P PSNR |", "|---|---|---|---|---|"]
     for v in [v for v in ORDER if v in results]:
         for c in clips:
             for p in results[v].get(c, []):
@@ -172,6 +187,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-eval", action="store_true")
+    ap.add_argument("--report-only", action="store_true", help="rewrite ablation.md from ablation.json")
     ap.add_argument("trainer_args", nargs="*", help="after --: more trainer flags (same for every variant)")
     args = ap.parse_args(argv)
     args.crop = tuple(int(v) for v in args.crop.lower().split("x"))
@@ -184,6 +200,15 @@ def main(argv=None) -> int:
         ap.error("--frames: at least 2 (an I-frame and a P-frame)")
     args.out.mkdir(parents=True, exist_ok=True)
 
+    results_path = args.out / "ablation.json"
+    if args.report_only:
+        saved = json.loads(results_path.read_text())
+        args.steps = int(saved["meta"].get("steps", args.steps))
+        args.init = saved["meta"].get("init", args.init)
+        md = report(saved["results"], args)
+        (args.out / "ablation.md").write_text(md)
+        print(md)
+        return 0
     if not args.skip_train:
         if args.minutes_per_variant:
             variants = ["full"] + [v for v in variants if v != "full"]
@@ -198,7 +223,6 @@ def main(argv=None) -> int:
     if args.skip_train and (args.out / "steps.txt").exists():
         args.steps = int((args.out / "steps.txt").read_text())
     clips = eval_clips(args.eval, args.frames, args.crop)
-    results_path = args.out / "ablation.json"
     results = json.loads(results_path.read_text())["results"] if results_path.exists() else {}
     for v in variants:
         weights = args.out / f"{v}.safetensors"
