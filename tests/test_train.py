@@ -377,3 +377,26 @@ def test_background_run_resumes_after_a_crash_and_stops_on_kill(tmp_path):
     text = log.read_text()
     assert text.count("args: -m svcodec.train inter --ckpt runs/inter.pt --device cpu --lr 1e-4 --minutes") == 2
     assert "trainer died (exit 139); resuming its checkpoint" in text
+
+
+def test_a_non_finite_gradient_is_dropped_not_applied():
+    """One infinite gradient must not turn the weights into NaN (an intra run lost 1.1 hours
+    that way): the step is dropped, a finite one is clipped and applied."""
+    from svcodec.train.common import clipped_finite, finite_weights
+
+    lin = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(lin.parameters(), lr=0.1)
+    before = {k: v.clone() for k, v in lin.state_dict().items()}
+    (lin(torch.ones(1, 3)).sum() * float("inf")).backward()
+    assert not clipped_finite([list(lin.parameters())], 1.0)
+    opt.step()
+    assert all(torch.equal(before[k], v) for k, v in lin.state_dict().items()) and finite_weights(lin)
+    opt.zero_grad()
+    (lin(torch.ones(1, 3)).sum() * 1e6).backward()
+    assert clipped_finite([list(lin.parameters())], 1.0)
+    assert float(torch.cat([p.grad.flatten() for p in lin.parameters()]).norm()) == pytest.approx(1.0, rel=1e-4)
+    opt.step()
+    assert not torch.equal(before["weight"], lin.weight.detach()) and finite_weights(lin)
+    with torch.no_grad():
+        lin.bias[0] = float("nan")
+    assert not finite_weights(lin)

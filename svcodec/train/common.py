@@ -245,6 +245,29 @@ def save_atomic(obj, path: Path) -> None:
             tmp.unlink()
 
 
+def clipped_finite(groups: list[list[torch.nn.Parameter]], max_norm: float) -> bool:
+    """Clip each group's gradient norm; False when any norm is not finite, and then the
+    gradients are dropped so that the optimizer step that follows changes nothing.
+
+    Why: one step with an infinite gradient turns clip_grad_norm_'s scale into NaN and every
+    weight with it; the run then trains NaN for good and its next checkpoint overwrites the last
+    good one (measured: an intra run went NaN at step ~7,350 and lost 1.1 hours)."""
+    finite = True
+    for group in groups:
+        norm = torch.nn.utils.clip_grad_norm_(group, max_norm)
+        finite = finite and bool(torch.isfinite(norm))
+    if not finite:
+        for group in groups:
+            for p in group:
+                p.grad = None
+    return finite
+
+
+def finite_weights(model: torch.nn.Module) -> bool:
+    """True when every floating-point parameter and buffer is finite (checked before a save)."""
+    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+
+
 def load_checkpoint(path: Path) -> dict | None:
     path = Path(path)
     if not path.exists():

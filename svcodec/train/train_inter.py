@@ -38,7 +38,7 @@ from ..nn.hdc import HdcFer
 from ..nn.hdc_em import SKIP_SCALE
 from ..nn.inter import PAPER, SMALL, TINY, InterConfig, StereoInterCodec, code_p_frame, reset_coder_parameters
 from ..zoo import load_intra
-from .common import save_atomic
+from .common import clipped_finite, finite_weights, save_atomic
 from .data import DEFAULT_DATA
 from .sequences import ClipSampler, load_clips
 from .train_intra import sample_rates
@@ -204,6 +204,10 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-mono", action="store_true", help="stereo clips only")
+    ap.add_argument("--i-rate-offset", type=float, default=None,
+                    help="I-frames of a GOP are coded at intra rate P rate + this (capped at 3); kept by the "
+                         "checkpoint and the exported weights (default: the checkpoint's; a new run: "
+                         "InterConfig's, 2)")
     ap.add_argument("--variant", choices=sorted(VARIANTS), default=None,
                     help="ablation variant (paper Fig. 5a): full (default), backbone (no HDC), fer-only, "
                          "em-only, or the HDC forms literal (Eq. 1 as printed), noscore, noshift; "
@@ -231,6 +235,8 @@ def main(argv=None) -> None:
     if state and args.variant and args.variant != variant:
         ap.error(f"--variant {args.variant}: {args.ckpt} is a {variant!r} run (start a new checkpoint)")
     cfg = configure_stage(cfg, stage, variant)
+    if args.i_rate_offset is not None:
+        cfg = InterConfig(**{**cfg.to_dict(), "i_rate_offset": args.i_rate_offset})
     model = StereoInterCodec(cfg).to(args.device)
     step, seconds, history = 0, 0.0, []
     if state:
@@ -275,6 +281,9 @@ def main(argv=None) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
 
     def checkpoint():
+        if not finite_weights(model):  # never overwrite a good checkpoint with a broken model
+            raise SystemExit(f"error: the model's weights are no longer finite at step {step}; "
+                             f"{args.ckpt} keeps its last good state")
         save_atomic({
             "config": cfg.to_dict(), "stage": stage, "variant": variant, "model": model.state_dict(), "opt": opt.state_dict(),
             "aux_opt": aux_opt.state_dict(), "step": step, "seconds": seconds, "history": history,
@@ -289,7 +298,7 @@ def main(argv=None) -> None:
                                              "args": {k: str(v) for k, v in vars(args).items()}}]
     t_end = time.time() + minutes * 60
     last_save = last_log = time.time()
-    ema = None
+    ema, skipped = None, 0
     while step < args.steps and time.time() < t_end and not stop["now"]:
         t0 = time.time()
         seq = sampler.batch(args.batch).to(args.device)  # (B, T, 2, 3, h, w)
@@ -324,14 +333,18 @@ def main(argv=None) -> None:
         loss = loss / (seq.shape[1] - 1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        for group in clip_groups:
-            torch.nn.utils.clip_grad_norm_(group, args.clip)
+        finite = clipped_finite(clip_groups, args.clip)  # a non-finite step is dropped, not applied
         opt.step()
         aux_opt.zero_grad(set_to_none=True)
         sum(eb.loss() for eb in model.entropy_bottlenecks().values()).backward()
+        clipped_finite([aux_params], float("inf"))
         aux_opt.step()
         step += 1
         seconds += time.time() - t0
+        if not finite:
+            skipped += 1
+            print(f"step {step}: non-finite loss or gradient, step dropped ({skipped} so far)", flush=True)
+            continue
         mse_all = torch.cat(mses)
         psnr = float((-10 * torch.log10(mse_all.clamp_min(1e-10))).mean())
         warp_psnr = float((-10 * torch.log10(torch.cat(wmses).clamp_min(1e-10))).mean())

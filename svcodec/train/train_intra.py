@@ -21,8 +21,8 @@ import torch
 from ..nn.elic import PAPER, SMALL, ElicConfig, ElicIntraCodec
 from ..zoo import load_intra
 from .common import (Budget, Meter, Run, add_common_args, autocast_submodules, budget_minutes,
-                     load_checkpoint, BatchStream, prepare_model, restore_rng, rng_state, save_atomic,
-                     to_device)
+                     clipped_finite, finite_weights, load_checkpoint, BatchStream, prepare_model, restore_rng,
+                     rng_state, save_atomic, to_device)
 from .data import DEFAULT_DATA, CropSampler, to_unit, training_groups
 
 LAMBDAS = (256.0, 512.0, 1024.0, 2048.0)
@@ -119,6 +119,9 @@ def main(argv=None) -> None:
 
     def checkpoint():
         rng = rng_state(run, batches.state, gen)  # collective: every rank takes part
+        if not finite_weights(model):  # never overwrite a good checkpoint with a broken model
+            raise SystemExit(f"error: the model's weights are no longer finite at step {step}; "
+                             f"{args.ckpt} keeps its last good state")
         if run.main:
             save_atomic(
                 {"config": cfg.to_dict(), "model": model.state_dict(), "opt": opt.state_dict(),
@@ -132,7 +135,7 @@ def main(argv=None) -> None:
 
     budget = Budget(budget_minutes(args), args.save_minutes, args.steps, start=t_start)
     meter = Meter(run, args.log_seconds)
-    step_s = 0.0
+    step_s, skipped = 0.0, 0
     while budget.keep_going(run, step, step_s):
         t0 = time.time()
         x = to_unit(to_device(next(batches), run))
@@ -144,18 +147,21 @@ def main(argv=None) -> None:
         loss = (lambda_for(rate) * mse + bpp).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(main_params, 1.0)
+        finite = clipped_finite([main_params], 1.0)  # a non-finite step is dropped, not applied
         opt.step()
         aux_opt.zero_grad(set_to_none=True)
         model.entropy_bottleneck.loss().backward()
         run.mean_([p.grad for p in aux_params])
+        clipped_finite([aux_params], float("inf"))
         aux_opt.step()
         step += 1
         step_s = time.time() - t0
         seconds += step_s
-        psnr = (-10 * torch.log10(mse.detach().clamp_min(1e-10))).mean()
-        meter.add(x.shape[0] * pixels, loss=loss.item(), bpp=bpp.mean().item(), psnr=psnr.item())
-        meter.maybe_log(step, extra=f"{seconds / 3600:.3f} h")
+        skipped += not finite
+        if finite:
+            psnr = (-10 * torch.log10(mse.detach().clamp_min(1e-10))).mean()
+            meter.add(x.shape[0] * pixels, loss=loss.item(), bpp=bpp.mean().item(), psnr=psnr.item())
+        meter.maybe_log(step, extra=f"{seconds / 3600:.3f} h" + (f", {skipped} non-finite steps dropped" if skipped else ""))
         if budget.checkpoint_due(run, step, args.save_every):
             checkpoint()
     meter.maybe_log(step, force=True, extra=f"{seconds / 3600:.3f} h")
