@@ -318,16 +318,16 @@ def test_ablation_variants_configure_the_model():
     assert parts("single", "full") == (False, False, "aligned")
 
 
-def test_inter_variant_is_kept_on_resume_and_cannot_change(tmp_path, data_dir):
+def test_inter_variant_and_i_rate_offset_are_kept_on_resume(tmp_path, data_dir):
     ckpt = tmp_path / "backbone.pt"
     cmd = [sys.executable, "-m", "svcodec.train", "inter", "--ckpt", str(ckpt), "--data", str(data_dir),
            "--config", "tiny", "--crop", "64", "--batch", "1", "--frames", "1", "--threads", "1",
            "--log-seconds", "0", "--device", "cpu"]
-    run = subprocess.run(cmd + ["--steps", "1", "--variant", "backbone"], env=_env(tmp_path), cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(cmd + ["--steps", "1", "--variant", "backbone", "--i-rate-offset", "1.5"],
+                         env=_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     state = _ckpt(ckpt)
-    assert state["variant"] == "backbone"
+    assert state["variant"] == "backbone" and state["config"]["i_rate_offset"] == 1.5
     assert not state["config"]["fer"] and not state["config"]["cross_view"]
     assert not any("hdc" in k or "aligner" in k for k in state["model"])
     resumed = subprocess.run(cmd + ["--steps", "2"], env=_env(tmp_path), cwd=tmp_path, capture_output=True,
@@ -335,6 +335,7 @@ def test_inter_variant_is_kept_on_resume_and_cannot_change(tmp_path, data_dir):
     assert resumed.returncode == 0, resumed.stderr
     state = _ckpt(ckpt)
     assert state["step"] == 2 and state["variant"] == "backbone" and not state["config"]["fer"]
+    assert state["config"]["i_rate_offset"] == 1.5  # the I/P pairing is the run's, not the default
     changed = subprocess.run(cmd + ["--steps", "3", "--variant", "full"], env=_env(tmp_path), cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
     assert changed.returncode != 0
