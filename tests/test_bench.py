@@ -183,6 +183,14 @@ def test_reuse_takes_unmeasured_codecs_from_an_earlier_run(tmp_path):
     assert len(rows) == 6
     md = (second / "bench.md").read_text()
     assert "| synth | x265 (reused) | 32 |" in md and "| synth | sbs | 32 |" in md
+    # reusing the second run: its own reused x265 rows come along, still naming the first run
+    fourth = tmp_path / "e"
+    assert main(common + ["--frames", "3", "--anchors", "", "--reuse", str(second / "bench.json"),
+                          "--out", str(fourth)]) == 0
+    chained = json.loads((fourth / "bench.json").read_text())["results"]
+    assert len(chained) == 6 and {r["codec"] for r in chained} == {"x265", "sbs"}
+    assert {r["source"] for r in chained if r["codec"] == "x265"} == {r["source"] for r in rows if r["codec"] == "x265"}
+    assert all(r["source"].startswith("reused from") for r in chained)
     # an earlier run at another frame count is not comparable: nothing is reused
     assert main(common + ["--frames", "2", "--anchors", "sbs", "--reuse", str(first / "bench.json"),
                           "--out", str(third)]) == 0

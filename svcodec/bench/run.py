@@ -192,8 +192,12 @@ def load_reusable(path: Path | None) -> list[dict]:
     try:
         data = json.loads(path.read_text())
         when = data.get("meta", {}).get("date", "?")
-        return [{**r, "source": f"reused from {path.name} ({when})"} for r in data["results"]
-                if r.get("source") == "measured" and "clip" in r and "codec" in r]
+        # a row the earlier run had itself reused keeps the name of the run that measured it (a
+        # second --reuse in a row once dropped every such row: the x265 and all-intra rows)
+        return [{**r, "source": r["source"] if r.get("source", "").startswith("reused from")
+                 else f"reused from {path.name} ({when})"} for r in data["results"]
+                if (r.get("source") == "measured" or str(r.get("source", "")).startswith("reused from"))
+                and "clip" in r and "codec" in r]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise click.UsageError(f"{path}: not a bench.json ({e})") from None
 
