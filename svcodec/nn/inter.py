@@ -56,8 +56,9 @@ class InterConfig:
     num_rates: int = 4
     # I-frames of a GOP are coded at intra rate = min(3, P rate + i_rate_offset): the paper and
     # DCVC code I-frames at a higher quality than the P-frames that predict from them. 2 was
-    # measured better than 1 over whole GOPs (camcorder, GOP 32: +0.1 dB at +1 % bits at P rate
-    # 0, +0.04 dB at -13 % bits at P rate 1 vs 2; indoor, GOP 10: 2-6 % fewer bits at equal PSNR).
+    # measured better than 1 over whole GOPs with the 8db0 P weights (camcorder, GOP 32: P rate 0
+    # +0.1 dB for +1 % bits; offset 2 at P rate 1 against offset 1 at P rate 2: +0.04 dB with
+    # 13 % fewer bits; indoor, GOP 10: 2-6 % fewer bits at equal PSNR). Weights keep their own.
     i_rate_offset: float = 2.0
 
     def to_dict(self):

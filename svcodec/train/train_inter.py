@@ -231,7 +231,7 @@ def main(argv=None) -> None:
         cfg = InterConfig(**state["config"])
     else:
         cfg = CONFIGS[args.config]
-    variant = (state or {}).get("variant", "full") if state else (args.variant or "full")
+    variant = state.get("variant", "full") if state else (args.variant or "full")
     if state and args.variant and args.variant != variant:
         ap.error(f"--variant {args.variant}: {args.ckpt} is a {variant!r} run (start a new checkpoint)")
     cfg = configure_stage(cfg, stage, variant)
