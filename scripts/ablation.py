@@ -51,8 +51,9 @@ LABEL = {"backbone": "backbone (DCVC-TCM*)", "fer-only": "+ HDC-FER", "em-only":
          "noscore": "full, HDC without attention score", "noshift": "full, HDC without shifts"}
 
 
-def train_variant(variant: str, args, minutes: float | None = None) -> Path:
-    """Train and export one variant: args.steps steps, or (minutes given) as many as fit."""
+def train_variant(variant: str, args, minutes: float | None = None) -> int:
+    """Train and export one variant: args.steps steps, or (minutes given) as many as fit.
+    Returns the steps it reached."""
     ckpt, weights = args.out / f"{variant}.pt", args.out / f"{variant}.safetensors"
     steps, budget = (10**9, minutes) if minutes else (args.steps, 100000)
     cmd = [sys.executable, "-m", "svcodec.train", "inter", "--ckpt", str(ckpt), "--variant", variant,

@@ -192,12 +192,18 @@ def load_reusable(path: Path | None) -> list[dict]:
     try:
         data = json.loads(path.read_text())
         when = data.get("meta", {}).get("date", "?")
-        # a row the earlier run had itself reused keeps the name of the run that measured it (a
-        # second --reuse in a row once dropped every such row: the x265 and all-intra rows)
-        return [{**r, "source": r["source"] if r.get("source", "").startswith("reused from")
-                 else f"reused from {path.name} ({when})"} for r in data["results"]
-                if (r.get("source") == "measured" or str(r.get("source", "")).startswith("reused from"))
-                and "clip" in r and "codec" in r]
+        rows = []
+        for r in data["results"]:
+            source = str(r.get("source", ""))
+            if "clip" not in r or "codec" not in r:
+                continue
+            if source == "measured":
+                rows.append({**r, "source": f"reused from {path.name} ({when})"})
+            elif source.startswith("reused from"):
+                # keeps the name of the run that measured it (a second --reuse in a row once
+                # dropped every such row: the x265 and all-intra rows)
+                rows.append(r)
+        return rows
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise click.UsageError(f"{path}: not a bench.json ({e})") from None
 
