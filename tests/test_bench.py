@@ -219,8 +219,8 @@ def _write_fake_svc(left, right, out_path, rate, gop, motion_bytes=7):
                 subs = []
                 for view, frame in ((0, left[i]), (1, right[i])):
                     if ftype == FrameType.P:
-                        subs.append(Substream(view, SubstreamKind.MOTION_LATENT, 1, bytes(motion_bytes)))
-                    subs.append(Substream(view, SubstreamKind.TEXTURE_LATENT, 1, frame.tobytes()))
+                        subs.append(Substream(view, SubstreamKind.MOTION, 0, bytes(motion_bytes)))
+                    subs.append(Substream(view, SubstreamKind.TEXTURE, 0, frame.tobytes()))
                 aus.append(AccessUnit(i, ftype, frame_crc32(left[i], right[i]), subs))
             writer.write_gop(aus)
 
@@ -234,7 +234,7 @@ def _read_fake_svc(path):
     for _, aus in reader:
         for au in aus:
             for s in au.substreams:
-                if s.kind == SubstreamKind.TEXTURE_LATENT:
+                if s.kind == SubstreamKind.TEXTURE:
                     views[s.view].append(np.frombuffer(s.data, np.uint8).reshape(h, w, 3))
     return views
 

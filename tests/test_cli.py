@@ -518,10 +518,10 @@ def test_wrong_magic(tmp_path, stream, tiny_weights):
 
 def test_unknown_version(tmp_path, stream, tiny_weights):
     data = bytearray(stream.read_bytes())
-    data[4] = 2  # major version
-    bad = tmp_path / "v2.svc"
+    data[4] = 3  # major version
+    bad = tmp_path / "v3.svc"
     bad.write_bytes(bytes(data))
-    _decode_and_info_fail(tmp_path, bad, tiny_weights, "version 2.")  # 2.<minor of this release>
+    _decode_and_info_fail(tmp_path, bad, tiny_weights, "version 3.")  # 3.<minor of this release>
 
 
 def test_stream_with_other_weights(tmp_path, stream, tiny_weights, other_weights):

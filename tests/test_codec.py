@@ -113,12 +113,10 @@ def test_header_preserves_count_size_fps_and_model(encoded, tiny_codec):
         assert f.frame_type == "I" and au.frame_type == FrameType.I
 
 
-def test_substream_layout_is_alternating(encoded, tiny_codec):
+def test_substream_layout_is_one_texture_substream_per_view(encoded, tiny_codec):
     path, _ = encoded
-    groups = len(tiny_codec.model.cfg.groups)
-    want = [(0, 0, 0), (1, 0, 0)] + [(v, 1, k) for k in range(1, groups + 1) for v in (0, 1)]
     for au in access_units(path):
-        assert [(int(s.view), int(s.kind), s.slot) for s in au.substreams] == want
+        assert [(int(s.view), int(s.kind), s.slot) for s in au.substreams] == [(0, 4, 0), (1, 4, 0)]
 
 
 def test_odd_size_is_padded_and_cropped(tmp_path, tiny_codec):
@@ -311,14 +309,18 @@ def _replace(au, k, data):
     au.substreams[k] = type(s)(s.view, s.kind, s.slot, data)
 
 
-MUTATIONS = {
-    "latent_garbage": lambda aus: _replace(aus[1], 4, np.random.default_rng(0).bytes(len(aus[1].substreams[4].data))),
-    "hyper_garbage": lambda aus: _replace(aus[1], 0, np.random.default_rng(1).bytes(len(aus[1].substreams[0].data))),
-    "latent_truncated": lambda aus: _replace(aus[1], 3, aus[1].substreams[3].data[:-4]),
-    "latent_odd_length": lambda aus: _replace(aus[1], 3, aus[1].substreams[3].data[:-1]),
-    "latent_empty": lambda aus: _replace(aus[1], 5, b""),
+def _garbled_head(data, n=8):
+    return np.random.default_rng(1).bytes(n) + data[n:]  # where the hyper-latent is coded
+
+
+MUTATIONS = {  # aus[1] holds the texture substreams of the left and the right view
+    "latent_garbage": lambda aus: _replace(aus[1], 1, np.random.default_rng(0).bytes(len(aus[1].substreams[1].data))),
+    "hyper_garbage": lambda aus: _replace(aus[1], 0, _garbled_head(aus[1].substreams[0].data)),
+    "latent_truncated": lambda aus: _replace(aus[1], 1, aus[1].substreams[1].data[:-4]),
+    "latent_odd_length": lambda aus: _replace(aus[1], 1, aus[1].substreams[1].data[:-1]),
+    "latent_empty": lambda aus: _replace(aus[1], 1, b""),
     "views_swapped": lambda aus: aus[1].substreams.__setitem__(
-        slice(2, 4), [type(s)(1 - s.view, s.kind, s.slot, s.data) for s in aus[1].substreams[2:4]][::-1]),
+        slice(0, 2), [type(s)(1 - s.view, s.kind, s.slot, s.data) for s in aus[1].substreams[0:2]][::-1]),
     "substream_dropped": lambda aus: aus[1].substreams.pop(),
     "recon_crc_changed": lambda aus: setattr(aus[1], "recon_crc32", aus[1].recon_crc32 ^ 1),
 }

@@ -4,6 +4,8 @@ import json
 import os
 import random
 import struct
+import zlib
+from pathlib import Path
 
 import pytest
 
@@ -22,16 +24,12 @@ def make_seq(**kw):
     return SequenceHeader(**args)
 
 
-def make_au(frame, ftype, rng, slices=2, sizes=(0, 1, 5, 130, 300)):
-    """Substreams in the codec's alternating order z_L, z_R, L1, R1, L2, R2 (+ motion for P)."""
+def make_au(frame, ftype, rng, sizes=(0, 1, 5, 130, 300)):
+    """Substreams in the codec's 2.x layout: motion L, R (P-frames only), texture L, R."""
     def blob():
         return bytes(rng.randrange(256) for _ in range(rng.choice(sizes)))
-    subs = [Substream(v, K.TEXTURE_HYPER, 0, blob()) for v in (0, 1)]
-    if ftype == FrameType.P:
-        subs = [Substream(v, K.MOTION_HYPER, 0, blob()) for v in (0, 1)] + \
-               [Substream(v, K.MOTION_LATENT, 1, blob()) for v in (0, 1)] + subs
-    subs += [Substream(v, K.TEXTURE_LATENT, n, blob()) for n in range(1, slices + 1) for v in (0, 1)]
-    return AccessUnit(frame, ftype, rng.getrandbits(32), subs)
+    kinds = (K.MOTION, K.TEXTURE) if ftype == FrameType.P else (K.TEXTURE,)
+    return AccessUnit(frame, ftype, rng.getrandbits(32), [Substream(v, k, 0, blob()) for k in kinds for v in (0, 1)])
 
 
 def make_gops(frame_sizes=(4, 4, 2), seed=0, **kw):
@@ -65,7 +63,7 @@ def stream(tmp_path):
 @pytest.fixture
 def small_stream(tmp_path):
     """Three GOPs with tiny payloads, so exhaustive cut/flip loops stay fast."""
-    gops = make_gops((2, 1, 2), slices=1, sizes=(0, 1, 3))
+    gops = make_gops((2, 1, 2), sizes=(0, 1, 3))
     path = write(tmp_path / "small.svc", gops)
     return path, gops, path.read_bytes()
 
@@ -86,7 +84,7 @@ def test_round_trip(stream):
     assert r.sequence == make_seq(frame_count=10)
     assert r.sequence.rate == 1.3 and r.sequence.colour == Colour.RGB
     assert [(g.index, g.first_frame, g.frame_count) for g in r.gops] == [(0, 0, 4), (1, 4, 4), (2, 8, 2)]
-    assert r.version == (1, 1) and len(r) == 3
+    assert r.version == (2, 0) and len(r) == 3
     payload = sum(len(s.data) for g in gops for au in g for s in au.substreams)
     assert r.file_size == os.path.getsize(path)
     assert r.overhead_bytes() == r.file_size - payload > 0
@@ -132,10 +130,40 @@ def test_wrong_magic(stream, tmp_path):
 
 def test_unknown_major_version(stream, tmp_path):
     _, _, data = stream
-    bad = tmp_path / "v2.svc"
-    bad.write_bytes(data[:4] + bytes([2]) + data[5:])
-    with pytest.raises(BitstreamError, match="version 2"):
+    bad = tmp_path / "v3.svc"
+    bad.write_bytes(data[:4] + bytes([3]) + data[5:])
+    with pytest.raises(BitstreamError, match="version 3"):
         SvcReader(bad)
+
+
+def _appendix_example() -> bytes:
+    """The hex dump of docs/FORMAT.md Appendix A (a version 1.0 file)."""
+    text = (Path(__file__).parents[1] / "docs" / "FORMAT.md").read_text()
+    dump = text.split("## Appendix A")[1].split("```")[1]
+    return bytes.fromhex("".join(line[6:54] for line in dump.strip().splitlines()))
+
+
+def test_version_1_streams_still_read(tmp_path):
+    """The documented 1.0 example parses with its per-slice substream kinds; a 1.x stream with
+    2.x kinds, or the reverse, is refused."""
+    data = _appendix_example()
+    path = tmp_path / "v1.svc"
+    path.write_bytes(data)
+    r, got = read_all(path)
+    assert r.version == (1, 0) and r.file_size == 134 and r.overhead_bytes() == 131
+    assert [(s.view, s.kind, s.slot, s.data) for s in got[0][0].substreams] == [
+        (0, K.TEXTURE_HYPER, 0, b"\xaa"), (1, K.TEXTURE_HYPER, 0, b"\xbb\xcc")]
+    head_end = 8 + struct.unpack_from("<H", data, 6)[0]  # where header_crc32 is
+    au = head_end + 4 + 18
+    for version, kind in ((1, K.TEXTURE), (2, K.TEXTURE_HYPER)):
+        bad = bytearray(data)
+        bad[4], bad[au + 15] = version, kind  # the first table entry's kind
+        struct.pack_into("<I", bad, head_end, zlib.crc32(bad[:head_end]))
+        au_end = au + struct.unpack_from("<I", bad, au)[0] - 4
+        struct.pack_into("<I", bad, au_end, zlib.crc32(bad[au:au_end]))
+        path.write_bytes(bytes(bad))
+        with pytest.raises(BitstreamError, match=f"not defined in format version {version}.x"):
+            read_all(path)
 
 
 def test_every_truncation_detected(small_stream, tmp_path):
@@ -218,9 +246,10 @@ def test_writer_rejects_bad_input(tmp_path):
     with SvcWriter(tmp_path / "x.svc", make_seq()) as w:
         for aus in ([make_au(1, FrameType.I, rng)],  # wrong frame index
                     [make_au(0, FrameType.I, rng)] * 5,  # longer than gop_size
-                    [AccessUnit(0, FrameType.I, 0, [Substream(0, K.MOTION_HYPER, 0, b"")])],
-                    [AccessUnit(0, FrameType.I, 0, [Substream(0, K.TEXTURE_LATENT, 0, b"")])],
-                    [AccessUnit(0, FrameType.I, 0, [Substream(0, K.TEXTURE_HYPER, 0, b"")] * 2)]):
+                    [AccessUnit(0, FrameType.I, 0, [Substream(0, K.MOTION, 0, b"")])],
+                    [AccessUnit(0, FrameType.I, 0, [Substream(0, K.TEXTURE, 1, b"")])],
+                    [AccessUnit(0, FrameType.I, 0, [Substream(0, K.TEXTURE_HYPER, 0, b"")])],  # 1.x kind
+                    [AccessUnit(0, FrameType.I, 0, [Substream(0, K.TEXTURE, 0, b"")] * 2)]):
             with pytest.raises(ValueError):
                 w.write_gop(aus)
         w.write_gop([make_au(0, FrameType.I, rng)])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from svcodec.container import FrameType, SubstreamKind, SvcReader
-from svcodec.errors import ModelError
+from svcodec.errors import BitstreamError, ModelError
 
 FPS = Fraction(25)
 
@@ -62,13 +62,11 @@ def test_gop_of_i_and_p_frames_round_trips_bit_exactly(tmp_path, tiny_set):
         aus = [au for _, units in r for au in units]
     p = aus[1]
     assert p.frame_type == FrameType.P
-    kinds = [(s.view, s.kind, s.slot) for s in p.substreams]
-    # motion first (z_L, z_R, L1, R1, L2, R2), then context in the same order
-    assert kinds[:2] == [(0, SubstreamKind.MOTION_HYPER, 0), (1, SubstreamKind.MOTION_HYPER, 0)]
-    assert kinds[2:6] == [(0, SubstreamKind.MOTION_LATENT, 1), (1, SubstreamKind.MOTION_LATENT, 1),
-                          (0, SubstreamKind.MOTION_LATENT, 2), (1, SubstreamKind.MOTION_LATENT, 2)]
-    assert kinds[6:8] == [(0, SubstreamKind.TEXTURE_HYPER, 0), (1, SubstreamKind.TEXTURE_HYPER, 0)]
-    assert sum(len(s.data) for s in p.substreams if s.kind == SubstreamKind.TEXTURE_LATENT) > 0
+    # one substream per view and coder, motion first
+    assert [(s.view, s.kind, s.slot) for s in p.substreams] == [
+        (0, SubstreamKind.MOTION, 0), (1, SubstreamKind.MOTION, 0),
+        (0, SubstreamKind.TEXTURE, 0), (1, SubstreamKind.TEXTURE, 0)]
+    assert all(len(s.data) > 0 for s in p.substreams)
     dl, dr = decode_file(path, codec=tiny_set)  # every frame is also checked against its CRC
     assert len(dl) == 6
     # the decoder reproduces the encoder's reconstruction: PSNR from the decoded frames matches
@@ -76,6 +74,37 @@ def test_gop_of_i_and_p_frames_round_trips_bit_exactly(tmp_path, tiny_set):
 
     for f, a, b, la, ra in zip(report.per_frame, dl, dr, lefts, rights):
         assert psnr_rgb(la, a) == pytest.approx(f.psnr_left) and psnr_rgb(ra, b) == pytest.approx(f.psnr_right)
+
+
+def test_format_1_layout_decodes_to_the_same_frames(tiny_set):
+    """Streams of format 1.x kept one substream per hyper-latent and per slice; the decoder
+    still reads that layout (only the tests write it) and gets the same reconstruction."""
+    from svcodec.codec.inter import decode_inter, encode_inter
+    from svcodec.codec.intra import decode_intra, encode_intra
+    from svcodec.codec.motion import make_estimator
+    from svcodec.codec.session import to_tensor
+    from svcodec.codec.substreams import SymbolWriter
+
+    intra, inter = tiny_set.intra, tiny_set.inter
+    lefts, rights = moving_clip(2, h=64, w=64)
+    x0, x1 = to_tensor(lefts[0], rights[0], "cpu"), to_tensor(lefts[1], rights[1], "cpu")
+    whole_i = encode_intra(intra.model, intra.z_tables, x0, 2.0)
+    split_i = encode_intra(intra.model, intra.z_tables, x0, 2.0, SymbolWriter(split=True))
+    assert len(split_i.substreams) == 2 + 2 * len(intra.model.cfg.groups) and len(whole_i.substreams) == 2
+    assert sum(len(s.data) for s in whole_i.substreams) < sum(len(s.data) for s in split_i.substreams)
+    for res in (whole_i, split_i):
+        assert torch.equal(decode_intra(intra.model, intra.z_tables, res.substreams, (64, 64), 2.0), whole_i.x_hat)
+    ref = inter.model.reference_from_intra(whole_i.x_hat)
+    flow = make_estimator("dis")(x1, ref.frame)
+    whole_p = encode_inter(inter.model, inter.z_tables, x1, flow, ref, 1.0)
+    split_p = encode_inter(inter.model, inter.z_tables, x1, flow, ref, 1.0, SymbolWriter(split=True))
+    assert [s.kind for s in split_p.substreams[:2]] == [SubstreamKind.MOTION_HYPER] * 2
+    assert len(split_p.substreams) == 4 + 4 * inter.model.cfg.slices
+    for res in (whole_p, split_p):
+        x_hat, _ = decode_inter(inter.model, inter.z_tables, res.substreams, ref, 1.0)
+        assert torch.equal(x_hat, whole_p.x_hat)
+    with pytest.raises(BitstreamError, match="layout"):  # a mixture of the two is neither
+        decode_inter(inter.model, inter.z_tables, whole_p.substreams[:2] + split_p.substreams[2:], ref, 1.0)
 
 
 def test_identical_bytes_across_encodes_and_thread_counts(tmp_path, tiny_set):

@@ -6,10 +6,9 @@ four parts always add up to the file size that the benchmark's bpp uses.
 
 from __future__ import annotations
 
-from ..container import FrameType, SubstreamKind, SvcReader
+from ..container import MOTION_KINDS, FrameType, SvcReader
 
 PARTS = ("i_frames", "motion", "context", "overhead")
-_MOTION = (SubstreamKind.MOTION_HYPER, SubstreamKind.MOTION_LATENT)
 
 
 def bit_allocation(path) -> dict:
@@ -30,7 +29,7 @@ def bit_allocation(path) -> dict:
                 continue
             frames["P"] += 1
             for s in au.substreams:
-                counts["motion" if s.kind in _MOTION else "context"] += len(s.data)
+                counts["motion" if s.kind in MOTION_KINDS else "context"] += len(s.data)
     counts["overhead"] = reader.file_size - sum(counts.values())
     return {
         "bytes": counts,

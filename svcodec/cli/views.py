@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..container import FrameType, SubstreamKind
+from ..container import MOTION_KINDS, FrameType
 
 err = Console(stderr=True)
 out = Console(markup=False, emoji=False, soft_wrap=True)  # file paths verbatim: no markup, no wrapping
@@ -168,16 +168,14 @@ def print_info(reader, units) -> None:
     f = Table(title="Access units (bytes per view: mv = motion of P-frames, ctx = context/texture)")
     for col in ("frame", "type", "mv L", "mv R", "ctx L", "ctx R", "total B", "bpp", "recon crc"):
         f.add_column(col, justify="right")
-    motion = (SubstreamKind.MOTION_HYPER, SubstreamKind.MOTION_LATENT)
-
-    def part(au, view, kinds):
-        return sum(len(s.data) for s in au.substreams if s.view == view and s.kind in kinds)
+    def part(au, view, motion):
+        return sum(len(s.data) for s in au.substreams if s.view == view and (s.kind in MOTION_KINDS) == motion)
 
     for au in units:
         total = au.payload_bytes()
         is_p = au.frame_type == FrameType.P
-        mv = [str(part(au, v, motion)) if is_p else "-" for v in (0, 1)]
-        ctx = [str(part(au, v, (SubstreamKind.TEXTURE_HYPER, SubstreamKind.TEXTURE_LATENT))) for v in (0, 1)]
+        mv = [str(part(au, v, True)) if is_p else "-" for v in (0, 1)]
+        ctx = [str(part(au, v, False)) for v in (0, 1)]
         f.add_row(str(au.frame_index), FrameType(au.frame_type).name, *mv, *ctx, str(total),
                   f"{total * 8 / pixels:.4f}", f"{au.recon_crc32:08x}")
     out.print(f)

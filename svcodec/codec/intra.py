@@ -1,6 +1,7 @@
-"""Stereo I-frame coding: ELIC on both views, substreams in the paper's alternating order.
+"""Stereo I-frame coding: ELIC on both views, slices in the paper's alternating order.
 
-One access unit holds, in coding order: z_L, z_R, then L1, R1, L2, R2, ... (Eq. 4 of the paper).
+Coding order: z_L, z_R, then L1, R1, L2, R2, ... (Eq. 4 of the paper); each view's symbols go to
+that view's texture substream (`substreams.py`).
 The slice loop (`_code_latent`) is written once and driven by either a `_SliceEncoder` (which
 quantizes and writes symbols) or a `_SliceDecoder` (which reads them); entropy parameters come
 from the same calls in the same order with the same tensor shapes on both sides.
@@ -14,13 +15,11 @@ import numpy as np
 import torch
 
 from ..container import Substream
-from ..entropy import SubstreamDecoder, SubstreamEncoder, gaussian_tables, scale_to_index
-from ..errors import BitstreamError, ModelError
+from ..entropy import gaussian_tables, scale_to_index
+from ..errors import ModelError
 from ..nn.elic import ElicIntraCodec, gaussian_bits
 from ..nn.layers import checkerboard_mask
-
-KIND_HYPER, KIND_LATENT = 0, 1
-VIEWS = (0, 1)
+from .substreams import TEXTURE, VIEWS, SymbolReader, SymbolWriter
 
 
 @dataclass
@@ -46,9 +45,8 @@ def _code_latent(model: ElicIntraCodec, hyper: torch.Tensor, coder) -> torch.Ten
 
 
 class _SliceEncoder:
-    def __init__(self, y_slices: list[torch.Tensor]):
-        self.y = y_slices
-        self.enc = {}  # (view, slice) -> SubstreamEncoder, created in coding order
+    def __init__(self, y_slices: list[torch.Tensor], streams: SymbolWriter):
+        self.y, self.streams = y_slices, streams
         self.est_bits = 0.0
 
     def symbols(self, k, mu, scale, mask):
@@ -57,22 +55,21 @@ class _SliceEncoder:
         qn = q.to(torch.int64).cpu().numpy()
         m = mask.cpu().numpy()
         for v in VIEWS:
-            e = self.enc.setdefault((v, k), SubstreamEncoder())
-            e.encode_symbols(qn[v][m[v]], ids[v][m[v]], gaussian_tables())
+            self.streams(v, TEXTURE, k + 1).encode_symbols(qn[v][m[v]], ids[v][m[v]], gaussian_tables())
         self.est_bits += float(gaussian_bits(q, torch.zeros_like(q), scale)[mask].sum())
         return q
 
 
 class _SliceDecoder:
-    def __init__(self, streams: dict[tuple[int, int], SubstreamDecoder]):
-        self.dec = streams
+    def __init__(self, streams: SymbolReader):
+        self.streams = streams
 
     def symbols(self, k, mu, scale, mask):
         ids = scale_to_index(scale)
         m = mask.cpu().numpy()
         q = np.zeros(mu.shape, dtype=np.float32)
         for v in VIEWS:
-            q[v][m[v]] = self.dec[(v, k)].decode_symbols(ids[v][m[v]], gaussian_tables())
+            q[v][m[v]] = self.streams(v, TEXTURE, k + 1).decode_symbols(ids[v][m[v]], gaussian_tables())
         return torch.from_numpy(q).to(mu.device)
 
 
@@ -83,28 +80,25 @@ def hyper_table_ids(shape) -> np.ndarray:
 
 
 @torch.no_grad()
-def encode_intra(model: ElicIntraCodec, z_tables, x: torch.Tensor, rate: float) -> IntraResult:
+def encode_intra(model: ElicIntraCodec, z_tables, x: torch.Tensor, rate: float,
+                 streams: SymbolWriter | None = None) -> IntraResult:
     """x: (2, 3, H, W) in [0, 1], H and W multiples of 64."""
+    streams = streams or SymbolWriter()
     y = model.analysis(x.contiguous(), rate)
     if not torch.isfinite(y).all():
         raise ModelError("the model produced non-finite latents (broken weights?)")
     z = model.h_a(y)
     med = model.z_medians().view(1, -1, 1, 1)
     zq = torch.round(z - med)
-    substreams = []
     zqn = zq.to(torch.int64).cpu().numpy()
     for v in VIEWS:
-        e = SubstreamEncoder()
-        e.encode_symbols(zqn[v], hyper_table_ids(zqn.shape[1:]), z_tables)
-        substreams.append(Substream(view=v, kind=KIND_HYPER, slot=0, data=e.finish()))
+        streams(v, TEXTURE, 0).encode_symbols(zqn[v], hyper_table_ids(zqn.shape[1:]), z_tables)
     hyper = model.h_s(zq + med)
-    coder = _SliceEncoder(model.split(y))
+    coder = _SliceEncoder(model.split(y), streams)
     y_hat = _code_latent(model, hyper, coder)
-    for (v, k), e in coder.enc.items():  # dict order is the coding order L1, R1, L2, R2, ...
-        substreams.append(Substream(view=v, kind=KIND_LATENT, slot=k + 1, data=e.finish()))
     _, z_lik = model.entropy_bottleneck(z, training=False)
     est = coder.est_bits + float(-torch.log2(z_lik).sum())
-    return IntraResult(substreams, model.synthesis(y_hat, rate).clamp(0, 1), est)
+    return IntraResult(streams.substreams((TEXTURE,), len(model.cfg.groups)), model.synthesis(y_hat, rate).clamp(0, 1), est)
 
 
 @torch.no_grad()
@@ -112,19 +106,12 @@ def decode_intra(model: ElicIntraCodec, z_tables, substreams: list[Substream], s
     """Inverse of `encode_intra`; size = padded (H, W). Returns (2, 3, H, W) in [0, 1]."""
     hz, wz = size[0] // 64, size[1] // 64
     device = next(model.parameters()).device
-    expected = [(v, KIND_HYPER, 0) for v in VIEWS] + [
-        (v, KIND_LATENT, k + 1) for k in range(len(model.cfg.groups)) for v in VIEWS
-    ]
-    got = [(s.view, s.kind, s.slot) for s in substreams]
-    if got != expected:
-        raise BitstreamError(f"I-frame substreams {got} do not match the model's layout")
+    streams = SymbolReader(substreams, (TEXTURE,), len(model.cfg.groups), "I-frame")
     nz = model.cfg.Nz
     zq = np.stack([
-        SubstreamDecoder(substreams[v].data).decode_symbols(hyper_table_ids((nz, hz, wz)), z_tables)
-        for v in VIEWS
+        streams(v, TEXTURE, 0).decode_symbols(hyper_table_ids((nz, hz, wz)), z_tables) for v in VIEWS
     ]).astype(np.float32)
     med = model.z_medians().view(1, -1, 1, 1)
     hyper = model.h_s(torch.from_numpy(zq).to(device) + med)
-    streams = {(s.view, s.slot - 1): SubstreamDecoder(s.data) for s in substreams[2:]}
     y_hat = _code_latent(model, hyper, _SliceDecoder(streams))
     return model.synthesis(y_hat, rate).clamp(0, 1)

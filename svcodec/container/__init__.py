@@ -6,13 +6,13 @@
     for gop, access_units in r: ...
 """
 
-from .format import (END_MAGIC, MAGIC, VERSION_MAJOR, VERSION_MINOR, AccessUnit, Colour,
+from .format import (END_MAGIC, MAGIC, MOTION_KINDS, VERSION_MAJOR, VERSION_MINOR, AccessUnit, Colour,
                      FrameType, GopHeader, SequenceHeader, Substream, SubstreamKind, View,
                      frame_crc32, model_id_of_file)
 from .stream import SvcReader, SvcWriter
 
 __all__ = [
-    "AccessUnit", "Colour", "END_MAGIC", "FrameType", "GopHeader", "MAGIC", "SequenceHeader",
+    "AccessUnit", "Colour", "END_MAGIC", "FrameType", "GopHeader", "MAGIC", "MOTION_KINDS", "SequenceHeader",
     "Substream", "SubstreamKind", "SvcReader", "SvcWriter", "VERSION_MAJOR", "VERSION_MINOR",
     "View", "frame_crc32", "model_id_of_file",
 ]

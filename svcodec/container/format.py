@@ -27,8 +27,9 @@ from ..errors import BitstreamError
 # channel that strips the 8th bit corrupts it visibly.
 MAGIC = b"\x89SVC"
 END_MAGIC = b"\x89END"
-VERSION_MAJOR = 1
-VERSION_MINOR = 1  # 1.1: P access units and model sets are defined (docs/FORMAT.md section 11)
+VERSION_MAJOR = 2  # written; 2.0: one substream per view and coder (docs/FORMAT.md section 11)
+VERSION_MINOR = 0
+READABLE_MAJORS = (1, 2)  # 1.x streams (one substream per hyper-latent and slice) still decode
 
 FILE_HEADER_FIXED = 8  # magic(4) major(1) minor(1) body_length(2)
 SEQ_BODY_FIXED = 42  # sequence header body without the model name bytes
@@ -80,10 +81,24 @@ class FrameType(enum.IntEnum):
 
 
 class SubstreamKind(enum.IntEnum):
+    # version 1.x: one substream per hyper-latent and per latent slice
     TEXTURE_HYPER = 0  # hyperprior z (slot 0)
     TEXTURE_LATENT = 1  # latent slice n (slot n >= 1)
     MOTION_HYPER = 2  # P-frames only
     MOTION_LATENT = 3  # P-frames only
+    # version 2.x: one substream per view and coder, its hyper-latent then every slice in coding
+    # order (one range-coder flush and one table entry instead of one per slice)
+    TEXTURE = 4  # slot 0
+    MOTION = 5  # slot 0, P-frames only
+
+
+KINDS_OF_MAJOR = {
+    1: frozenset({SubstreamKind.TEXTURE_HYPER, SubstreamKind.TEXTURE_LATENT,
+                  SubstreamKind.MOTION_HYPER, SubstreamKind.MOTION_LATENT}),
+    2: frozenset({SubstreamKind.TEXTURE, SubstreamKind.MOTION}),
+}
+MOTION_KINDS = frozenset({SubstreamKind.MOTION_HYPER, SubstreamKind.MOTION_LATENT, SubstreamKind.MOTION})
+_SLICE_KINDS = frozenset({SubstreamKind.TEXTURE_LATENT, SubstreamKind.MOTION_LATENT})  # slot >= 1
 
 
 class Colour(enum.IntEnum):
@@ -274,9 +289,9 @@ def parse_sequence_header(buf: bytes, file_size: int) -> tuple[SequenceHeader, i
     if buf[:4] != MAGIC:
         raise BitstreamError(f"not an .svc file (bad magic {bytes(buf[:4])!r}, expected {MAGIC!r})")
     major, minor = buf[4], buf[5]
-    if major != VERSION_MAJOR:
+    if major not in READABLE_MAJORS:
         raise BitstreamError(f"unsupported .svc format version {major}.{minor} "
-                             f"(this decoder reads version {VERSION_MAJOR}.x)")
+                             f"(this decoder reads versions {', '.join(f'{m}.x' for m in READABLE_MAJORS)})")
     (body_len,) = struct.unpack_from("<H", buf, 6)
     end = FILE_HEADER_FIXED + body_len
     if len(buf) < end + CRC_SIZE:
@@ -384,8 +399,9 @@ class AccessUnit:
                 "substreams": [s.to_dict() for s in self.substreams]}
 
 
-def check_access_unit(au: AccessUnit, expected_index: int, first_in_gop: bool) -> None:
-    """Semantic rules of docs/FORMAT.md section 'Access unit' (ValueError)."""
+def check_access_unit(au: AccessUnit, expected_index: int, first_in_gop: bool,
+                      major: int = VERSION_MAJOR) -> None:
+    """Semantic rules of docs/FORMAT.md section 'Access unit' for a ``major``.x stream (ValueError)."""
     _check_int("frame_index", au.frame_index, 0, U32_MAX)
     if au.frame_index != expected_index:
         raise ValueError(f"frame_index {au.frame_index}, expected {expected_index}")
@@ -397,12 +413,12 @@ def check_access_unit(au: AccessUnit, expected_index: int, first_in_gop: bool) -
     seen = set()
     for s in au.substreams:
         _check_int("substream view", s.view, 0, max(View))
-        _check_int("substream kind", s.kind, 0, max(SubstreamKind))
+        if s.kind not in KINDS_OF_MAJOR[major]:
+            raise ValueError(f"substream kind {s.kind} is not defined in format version {major}.x")
         _check_int("substream slot", s.slot, 0, MAX_SLOT)
-        hyper = s.kind in (SubstreamKind.TEXTURE_HYPER, SubstreamKind.MOTION_HYPER)
-        if hyper != (s.slot == 0):
+        if (s.kind in _SLICE_KINDS) == (s.slot == 0):
             raise ValueError(f"substream kind {s.kind} cannot use slot {s.slot}")
-        if au.frame_type == FrameType.I and s.kind >= SubstreamKind.MOTION_HYPER:
+        if au.frame_type == FrameType.I and s.kind in MOTION_KINDS:
             raise ValueError("an I-frame cannot carry motion substreams")
         if not isinstance(s.data, (bytes, bytearray, memoryview)):
             raise ValueError("substream data must be bytes")
@@ -424,7 +440,7 @@ def encode_access_unit(au: AccessUnit, expected_index: int, first_in_gop: bool) 
 
 
 def parse_access_unit(buf, pos: int, end: int, expected_index: int,
-                      first_in_gop: bool) -> tuple[AccessUnit, int]:
+                      first_in_gop: bool, major: int = VERSION_MAJOR) -> tuple[AccessUnit, int]:
     """Parse one AU at ``buf[pos:]`` that must end by ``end``; returns (au, next pos)."""
     what = f"access unit {expected_index}"
     (size,) = struct.unpack("<I", _Cursor(buf, pos, end, what).take(4))
@@ -449,24 +465,13 @@ def parse_access_unit(buf, pos: int, end: int, expected_index: int,
         raise BitstreamError(f"{what}: {cur.end - cur.pos} unused bytes after the payloads")
     au = AccessUnit(frame_index, frame_type, recon, subs)
     try:
-        check_access_unit(au, expected_index, first_in_gop)
+        check_access_unit(au, expected_index, first_in_gop, major)
     except ValueError as e:
         raise BitstreamError(f"{what}: {e}") from None
     au.frame_type = FrameType(frame_type)
     for s in subs:
         s.view, s.kind = View(s.view), SubstreamKind(s.kind)
     return au, au_end
-
-
-def parse_gop_data(buf, gop: GopHeader) -> list[AccessUnit]:
-    """Parse the ``gop.data_length`` bytes of AU data that follow a GOP header."""
-    pos, aus = 0, []
-    for j in range(gop.frame_count):
-        au, pos = parse_access_unit(buf, pos, len(buf), gop.first_frame + j, j == 0)
-        aus.append(au)
-    if pos != len(buf):
-        raise BitstreamError(f"GOP {gop.index}: {len(buf) - pos} bytes after its last access unit")
-    return aus
 
 
 # --------------------------------------------------------------------------

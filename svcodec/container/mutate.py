@@ -36,7 +36,7 @@ class Region:
 def regions(data: bytes) -> list[Region]:
     """The CRC-protected regions of a *valid* stream, in file order."""
     size = len(data)
-    _, header_end, _ = parse_sequence_header(data[:65547], size)
+    _, header_end, (major, _) = parse_sequence_header(data[:65547], size)
     out = [Region("header", 0, header_end - CRC_SIZE)]
     (index_offset,) = struct.unpack_from("<Q", data, size - TRAILER_SIZE)
     pos = header_end
@@ -45,7 +45,7 @@ def regions(data: bytes) -> list[Region]:
         (first, count, length) = struct.unpack_from("<IHI", data, pos + 4)
         au_pos, end = pos + GOP_HEADER_SIZE, pos + GOP_HEADER_SIZE + length
         for j in range(count):
-            _, nxt = parse_access_unit(data, au_pos, end, first + j, j == 0)
+            _, nxt = parse_access_unit(data, au_pos, end, first + j, j == 0, major)
             out.append(Region("au", au_pos, nxt - CRC_SIZE))
             au_pos = nxt
         pos = end
@@ -178,15 +178,17 @@ def sequence_header_bytes(width: int, height: int, *, frame_count: int = 1, gop_
 
 
 def crafted_stream(width: int, height: int, *, frames: int = 1, gop_size: int | None = None,
-                   claimed_frames: int | None = None, payload: bytes = b"", slices: int = 3,
+                   claimed_frames: int | None = None, payload: bytes = b"", slices: int = 0,
                    **header) -> bytes:
     """A stream of ``frames`` I-frames whose substreams all hold ``payload``, every CRC valid,
-    whatever the header claims (``claimed_frames`` overrides the header's frame count)."""
+    whatever the header claims (``claimed_frames`` overrides the header's frame count). Each
+    access unit has the two texture substreams of format 2.x, plus ``slices`` further entries
+    per view in the 1.x per-slice manner (invalid in 2.x: for limit checks and fuzzing)."""
     gop_size = gop_size or max(1, frames)
     head = sequence_header_bytes(width, height, frame_count=frames if claimed_frames is None else claimed_frames,
                                  gop_size=gop_size, **header)
-    subs = [(v, SubstreamKind.TEXTURE_HYPER, 0) for v in (0, 1)]
-    subs += [(v, SubstreamKind.TEXTURE_LATENT, n % 256) for n in range(1, slices + 1) for v in (0, 1)]
+    subs = [(v, SubstreamKind.TEXTURE, 0) for v in (0, 1)]
+    subs += [(v, SubstreamKind.TEXTURE, n % 256) for n in range(1, slices + 1) for v in (0, 1)]
     out, entries, frame = bytearray(head), [], 0
     while frame < frames:
         n = min(gop_size, frames - frame)

@@ -404,7 +404,7 @@ class SvcReader:
                 raise BitstreamError(f"GOP {gop.index} header: changed since the file was opened")
             data, pos = memoryview(blob)[GOP_HEADER_SIZE:], 0
             for j in range(gop.frame_count):
-                au, pos = parse_access_unit(data, pos, len(data), gop.first_frame + j, j == 0)
+                au, pos = parse_access_unit(data, pos, len(data), gop.first_frame + j, j == 0, self.version[0])
                 yield au
             if pos != len(data):
                 raise BitstreamError(f"GOP {gop.index}: {len(data) - pos} bytes after its last access unit")
