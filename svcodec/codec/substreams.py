@@ -31,6 +31,11 @@ def _split_key(view: int, coder: SubstreamKind, slot: int) -> tuple[int, int, in
     return view, int(_SPLIT_KINDS[coder][slot > 0]), slot
 
 
+def _key(split: bool, view: int, coder: SubstreamKind, slot: int) -> tuple[int, int, int]:
+    """(view, kind, slot) of the substream that holds this run, in either layout."""
+    return _split_key(view, coder, slot) if split else (view, int(coder), 0)
+
+
 def layouts(coders: tuple[SubstreamKind, ...], slices: int) -> tuple[list, list]:
     """(format 2.x, format 1.x) lists of (view, kind, slot), in stored order, for an access
     unit of these coders (in coding order) with ``slices`` latent slices each."""
@@ -51,12 +56,12 @@ class SymbolWriter:
         self._enc: dict[tuple, SubstreamEncoder] = {}  # insertion order = stored order
 
     def __call__(self, view: int, coder: SubstreamKind, slot: int) -> SubstreamEncoder:
-        key = _split_key(view, coder, slot) if self.split else (view, int(coder), 0)
-        return self._enc.setdefault(key, SubstreamEncoder())
+        return self._enc.setdefault(_key(self.split, view, coder, slot), SubstreamEncoder())
 
     def substreams(self, coders: tuple[SubstreamKind, ...], slices: int) -> list[Substream]:
         """The finished substreams; they must form the documented layout for these coders."""
-        if list(self._enc) != layouts(coders, slices)[self.split]:
+        whole, split = layouts(coders, slices)
+        if list(self._enc) != (split if self.split else whole):
             raise ModelError("internal error: substreams out of the documented order")
         return [Substream(view=v, kind=SubstreamKind(k), slot=s, data=e.finish())
                 for (v, k, s), e in self._enc.items()]
@@ -75,4 +80,4 @@ class SymbolReader:
         self._dec = {key: SubstreamDecoder(s.data) for key, s in zip(got, substreams)}
 
     def __call__(self, view: int, coder: SubstreamKind, slot: int) -> SubstreamDecoder:
-        return self._dec[_split_key(view, coder, slot) if self.split else (view, int(coder), 0)]
+        return self._dec[_key(self.split, view, coder, slot)]
