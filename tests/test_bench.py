@@ -191,6 +191,12 @@ def test_reuse_takes_unmeasured_codecs_from_an_earlier_run(tmp_path):
     assert len(chained) == 6 and {r["codec"] for r in chained} == {"x265", "sbs"}
     assert {r["source"] for r in chained if r["codec"] == "x265"} == {r["source"] for r in rows if r["codec"] == "x265"}
     assert all(r["source"].startswith("reused from") for r in chained)
+    # at another GOP only the all-intra rows are comparable: sbs (low-delay P) coded GOP 3 there
+    mixed, gop2 = tmp_path / "m", tmp_path / "g"
+    assert main(common + ["--frames", "3", "--anchors", "x265-intra,sbs", "--out", str(mixed)]) == 0
+    assert main(common + ["--frames", "3", "--gop", "2", "--anchors", "", "--reuse", str(mixed / "bench.json"),
+                          "--out", str(gop2)]) == 0
+    assert {r["codec"] for r in json.loads((gop2 / "bench.json").read_text())["results"]} == {"x265-intra"}
     # an earlier run at another frame count is not comparable: nothing is reused
     assert main(common + ["--frames", "2", "--anchors", "sbs", "--reuse", str(first / "bench.json"),
                           "--out", str(third)]) == 0

@@ -208,10 +208,12 @@ def load_reusable(path: Path | None) -> list[dict]:
         raise click.UsageError(f"{path}: not a bench.json ({e})") from None
 
 
-def reused_rows(reusable: list[dict], clip: str, frames: int, measured: set[str]) -> list[dict]:
-    """Rows for `clip` at the same frame count, for the codecs this run did not measure (their
-    numbers do not change when only svcodec's weights do)."""
-    return [r for r in reusable if r["clip"] == clip and r.get("frames") == frames and r["codec"] not in measured]
+def reused_rows(reusable: list[dict], clip: str, frames: int, gop: int, measured: set[str]) -> list[dict]:
+    """Rows for `clip` at the same frame count and GOP (all-intra rows at any GOP), for the
+    codecs this run did not measure (their numbers do not change when only svcodec's weights
+    do)."""
+    return [r for r in reusable if r["clip"] == clip and r.get("frames") == frames and r["codec"] not in measured
+            and (r.get("coded_gop") == 1 or r.get("gop") == gop)]
 
 
 # --- driver ---------------------------------------------------------------------------------
@@ -313,7 +315,7 @@ def bench_command(data, pairs, frames, gop, rates, with_intra, qps, anchor_names
                     rows.append({"clip": clip, "codec": codec, "q": q, "gop": g, "coded_gop": coded_gop,
                                  "source": "measured", **r})
                 progress.advance(task)
-            rows += reused_rows(reusable, clip, len(left), measured={r["codec"] for r in rows if r["clip"] == clip})
+            rows += reused_rows(reusable, clip, len(left), g, measured={r["codec"] for r in rows if r["clip"] == clip})
             rows += reference_rows(anchor_json, clip)
             plot_rd(out / f"rd_{clip}.png", clip, [r for r in rows if r["clip"] == clip])
 
