@@ -59,7 +59,7 @@ def long_stream(tmp_path_factory, tiny_codec):
     on their own, so the copies are a valid stream)."""
     root = tmp_path_factory.mktemp("long")
     lefts, rights = stereo_frames(1, 192, 256, seed=12)
-    encode_frames(lefts, rights, root / "one.svc", codec=tiny_codec)
+    encode_frames(lefts, rights, root / "one.svc", gop=30, codec=tiny_codec)  # header: 30-frame GOPs
     reader = SvcReader(root / "one.svc")
     (au,) = reader.read_gop(0)
     path = root / "long.svc"

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import anchors as anc
+from ..codec import DEFAULT_GOP
 from ..metrics import measure_stereo, psnr_rgb
 from .bitshare import bit_allocation
 from .bdrate import MIN_OVERLAP_DB
@@ -235,8 +236,9 @@ def _rates(s: str) -> list:
 @click.option("--pair", "pairs", nargs=2, multiple=True, type=click.Path(exists=True, file_okay=False),
               help="LEFT_DIR RIGHT_DIR of one clip (repeatable).")
 @click.option("--frames", default=32, show_default=True, help="Frames per clip (from the start).")
-@click.option("--gop", type=click.IntRange(min=1), default=None,
-              help="Intra period for every codec [default: frames]; all-intra codecs use 1.")
+@click.option("--gop", type=click.IntRange(min=1), default=DEFAULT_GOP, show_default=True,
+              help="Intra period for every codec (svc encode's default; at most the clip's frames); "
+                   "all-intra codecs use 1.")
 @click.option("--rates", default="0,1,2,3", show_default=True, help="svcodec rate points ('' = skip svcodec).")
 @click.option("--svcodec-intra/--no-svcodec-intra", "with_intra", default=True, show_default=True,
               help=f"Also run svcodec all-intra (GOP 1) at every rate point, as codec '{SVCODEC_INTRA}'.")
@@ -285,7 +287,7 @@ def bench_command(data, pairs, frames, gop, rates, with_intra, qps, anchor_names
         task = progress.add_task("bench", total=n_jobs)
         for clip, ldir, rdir in clips:
             left, right = load_views(ldir, rdir, frames)
-            g = gop or len(left)
+            g = min(gop, len(left))  # a GOP longer than the clip codes like one of its length
             h, w = left[0].shape[:2]
             clip_meta[clip] = {"W": w, "H": h, "frames": len(left), "gop": g, "left": str(ldir), "right": str(rdir),
                                **_colour_ceilings(left + right)}
@@ -324,7 +326,7 @@ def bench_command(data, pairs, frames, gop, rates, with_intra, qps, anchor_names
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in click.get_current_context().params.items()},
         "frames": frames,
-        "gop": gop or "= frames",
+        "gop": gop,
         "gop_note": "gop = the run's GOP setting; coded_gop = the intra period a codec actually used "
                     "(1 for x265-intra*, svcodec-intra)",
         "fps": fps,

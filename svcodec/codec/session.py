@@ -28,6 +28,7 @@ from ..container.format import MAX_GOP_SIZE
 from ..entropy import CodingClock
 from ..errors import BitstreamError, InputError, ModelError
 from ..zoo import LoadedIntra, ModelSet, load_inter_of_stream, load_set, load_set_of_stream
+from . import DEFAULT_GOP
 from .inter import decode_inter, encode_inter
 from .intra import decode_intra, encode_intra
 from .motion import make_estimator
@@ -136,7 +137,7 @@ def encode_pairs(
     height: int,
     fps: Fraction,
     rate: float = 2.0,
-    gop: int = 32,
+    gop: int = DEFAULT_GOP,
     grey: bool = False,
     device: str = "cpu",
     weights: str | None = None,
@@ -216,7 +217,7 @@ def encode_pairs(
     return report
 
 
-def encode_frames(left_frames, right_frames, out_path, *, rate=2.0, gop=32, fps=Fraction(30),
+def encode_frames(left_frames, right_frames, out_path, *, rate=2.0, gop=DEFAULT_GOP, fps=Fraction(30),
                   device="cpu", weights=None, inter_weights=None, codec=None, motion="dis") -> EncodeReport:
     """Convenience wrapper over lists of frames (benchmarks, tests)."""
     if len(left_frames) != len(right_frames):
