@@ -297,7 +297,12 @@ def test_inter_trainer_trains_resumes_and_exports(tmp_path, data_dir):
 
     manifest = export(ckpt, tmp_path / "w.safetensors")
     assert manifest["training"]["steps"] == 3
-    assert load_inter(str(tmp_path / "w.safetensors")).model.cfg.slices == 2
+    loaded = load_inter(str(tmp_path / "w.safetensors")).model
+    assert loaded.cfg.slices == 2 and loaded.intra_rate(0.0) == manifest["training"]["i_rate_offset"]
+    # the streams' I/P pairing may differ from the one the P-frames trained with
+    manifest = export(ckpt, tmp_path / "w2.safetensors", i_rate_offset=0.5)
+    assert load_inter(str(tmp_path / "w2.safetensors")).model.intra_rate(1.0) == 1.5
+    assert manifest["rate_points"]["1"]["intra_rate"] == 1.5 and manifest["training"]["i_rate_offset"] != 0.5
 
 
 def test_ablation_variants_configure_the_model():

@@ -1,11 +1,17 @@
 """Turn a P-frame training checkpoint into shipped weights + manifest.
 
     python -m svcodec.train.export_inter runs/inter.pt weights/hdc_small_vr.safetensors [--note TEXT]
+        [--i-rate-offset X]
+
+The I-frame rate offset is the streams' I/P pairing (I-frames at intra rate min(3, rate + X)).
+By default the weights keep the one they trained with; a different one may be measured better
+over whole GOPs (a better I-frame is a better reference than the one the P-frames trained on).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -17,9 +23,12 @@ from ..nn.inter import InterConfig, StereoInterCodec
 from ..zoo import save_inter
 
 
-def export(ckpt: Path, out: Path, note: str = "") -> dict:
+def export(ckpt: Path, out: Path, note: str = "", i_rate_offset: float | None = None) -> dict:
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     cfg = InterConfig(**state["config"])
+    trained_offset = cfg.i_rate_offset
+    if i_rate_offset is not None:
+        cfg = dataclasses.replace(cfg, i_rate_offset=i_rate_offset)
     model = StereoInterCodec(cfg)
     model.load_state_dict(state["model"])
     model_id = save_inter(model, out)
@@ -44,6 +53,7 @@ def export(ckpt: Path, out: Path, note: str = "") -> dict:
             "batch": state.get("batch"),
             "crop": state.get("crop"),
             "p_frames_per_sample": state.get("frames"),
+            "i_rate_offset": trained_offset,  # the streams' offset is config.i_rate_offset
             "cascaded_loss": state.get("cascade"),
             "intra_weights": f"{state.get('intra')} ({state.get('intra_id')})",
             "initialised_from": state.get("init"),
@@ -68,8 +78,10 @@ def main(argv=None) -> None:
     ap.add_argument("ckpt", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--note", default="")
+    ap.add_argument("--i-rate-offset", type=float, default=None,
+                    help="I-frame rate offset for streams (default: the one the checkpoint trained with)")
     args = ap.parse_args(argv)
-    m = export(args.ckpt, args.out, args.note)
+    m = export(args.ckpt, args.out, args.note, args.i_rate_offset)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, model id {m['model_id']}, "
           f"{m['training']['steps']} steps)")
 
