@@ -8,8 +8,8 @@ The network steps are written once (`code_p_frame`); the encoder runs them with 
 `_EncoderSide` (it computes latents, quantizes and writes symbols), the decoder with a
 `_DecoderSide` (it reads symbols). Both compute every entropy parameter with the same calls, in
 the same order, on tensors of the same shapes, so they agree bit for bit. A latent position whose
-scale falls in the table's lowest level is not coded: the decoder sees the same scale and takes
-the mean.
+scale index is at most `streams.skip_max_index` is not coded: the decoder sees the same index and
+takes the mean.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class _SliceWriter:
         c = mu.shape[1]
         y = self.y[view:view + 1, n * c:(n + 1) * c]
         ids = scale_to_index(scale)
-        coded = ids > 0
+        coded = ids > self.side.streams.skip_max_index
         q = torch.round(y - mu) * torch.from_numpy(coded).to(mu.device, mu.dtype)
         qn = q.to(torch.int64).cpu().numpy()
         self.side.streams(view, CODER[self.kind], n + 1).encode_symbols(qn[coded], ids[coded], gaussian_tables())
@@ -123,7 +123,7 @@ class _SliceReader:
 
     def slice(self, view, n, mu, scale):
         ids = scale_to_index(scale)
-        coded = ids > 0
+        coded = ids > self.side.streams.skip_max_index
         q = np.zeros(mu.shape, dtype=np.float32)
         stream = self.side.streams(view, CODER[self.kind], n + 1)
         q[coded] = stream.decode_symbols(ids[coded], gaussian_tables())
