@@ -295,7 +295,7 @@ def test_inter_trainer_trains_resumes_and_exports(tmp_path, data_dir):
     from svcodec.train.export_inter import export
     from svcodec.zoo import load_inter
 
-    manifest = export(ckpt, tmp_path / "w.safetensors")
+    manifest = first = export(ckpt, tmp_path / "w.safetensors")
     assert manifest["training"]["steps"] == 3
     loaded = load_inter(str(tmp_path / "w.safetensors")).model
     assert loaded.cfg.slices == 2 and loaded.intra_rate(0.0) == manifest["training"]["i_rate_offset"]
@@ -303,6 +303,17 @@ def test_inter_trainer_trains_resumes_and_exports(tmp_path, data_dir):
     manifest = export(ckpt, tmp_path / "w2.safetensors", i_rate_offset=0.5)
     assert load_inter(str(tmp_path / "w2.safetensors")).model.intra_rate(1.0) == 1.5
     assert manifest["rate_points"]["1"]["intra_rate"] == 1.5 and manifest["training"]["i_rate_offset"] != 0.5
+    # ... and shipped weights can be re-exported with another offset, tensors bit for bit
+    from safetensors.torch import load_file
+
+    from svcodec.train.export_inter import reexport
+
+    again = reexport(tmp_path / "w.safetensors", tmp_path / "w3.safetensors", 0.5)
+    a, b = load_file(tmp_path / "w.safetensors"), load_file(tmp_path / "w3.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert load_inter(str(tmp_path / "w3.safetensors")).model.intra_rate(1.0) == 1.5
+    assert again["training"]["steps"] == 3 and again["model_id"] != first["model_id"]
+    assert again["model_id"] == manifest["model_id"]  # the same file as exporting with 0.5 from the checkpoint
 
 
 def test_ablation_variants_configure_the_model():

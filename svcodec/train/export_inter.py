@@ -2,6 +2,7 @@
 
     python -m svcodec.train.export_inter runs/inter.pt weights/hdc_small_vr.safetensors [--note TEXT]
         [--i-rate-offset X]
+    python -m svcodec.train.export_inter OLD.safetensors NEW.safetensors --i-rate-offset X
 
 The I-frame rate offset is the streams' I/P pairing (I-frames at intra rate min(3, rate + X)).
 By default the weights keep the one they trained with; a different one may be measured better
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..nn.inter import InterConfig, StereoInterCodec
-from ..zoo import save_inter
+from ..zoo import load_inter, save_inter
 
 
 def export(ckpt: Path, out: Path, note: str = "", i_rate_offset: float | None = None) -> dict:
@@ -73,6 +74,27 @@ def export(ckpt: Path, out: Path, note: str = "", i_rate_offset: float | None = 
     return manifest
 
 
+def reexport(weights: Path, out: Path, i_rate_offset: float, note: str = "") -> dict:
+    """Shipped weights (no checkpoint needed) with another streams' I-frame rate offset. The
+    tensors come back bit for bit (int8 rows re-quantize to themselves); the manifest beside
+    ``weights`` is carried over with the new config, checksums and a note."""
+    model = load_inter(str(weights)).model
+    model.cfg = dataclasses.replace(model.cfg, i_rate_offset=i_rate_offset)
+    manifest = json.loads(weights.with_suffix(".json").read_text())
+    manifest["training"].setdefault("i_rate_offset", manifest["config"]["i_rate_offset"])  # what it trained with
+    model_id = save_inter(model, out)
+    manifest.update({
+        "name": out.stem, "file": out.name, "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+        "model_id": model_id.hex(), "config": model.cfg.to_dict(),
+        "rate_points": {r: {**p, "intra_rate": min(3.0, int(r) + i_rate_offset)}
+                        for r, p in manifest["rate_points"].items()},
+        "exported": dt.date.today().isoformat(),
+        "note": " ".join(filter(None, [manifest.get("note", ""), note])),
+    })
+    out.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("ckpt", type=Path)
@@ -81,7 +103,12 @@ def main(argv=None) -> None:
     ap.add_argument("--i-rate-offset", type=float, default=None,
                     help="I-frame rate offset for streams (default: the one the checkpoint trained with)")
     args = ap.parse_args(argv)
-    m = export(args.ckpt, args.out, args.note, args.i_rate_offset)
+    if args.ckpt.suffix == ".safetensors":  # shipped weights: only the offset (and note) change
+        if args.i_rate_offset is None:
+            ap.error("re-exporting weights needs --i-rate-offset")
+        m = reexport(args.ckpt, args.out, args.i_rate_offset, args.note)
+    else:
+        m = export(args.ckpt, args.out, args.note, args.i_rate_offset)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, model id {m['model_id']}, "
           f"{m['training']['steps']} steps)")
 
