@@ -1,6 +1,7 @@
 """Fast checks of the benchmark tooling (no real data needed)."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -430,6 +431,12 @@ def test_bd_rate_needs_one_db_of_overlap():
     assert thin["status"] == NO_OVERLAP == "curves do not overlap" and thin["bd_rate"] is None
     assert thin["overlap_db"] == pytest.approx(0.5)
     assert thin["nearest"] == (3, 0)  # anchor's best (39 dB) and test's worst (38.5 dB) point
+    # at equal quality: only the test's 38.5 dB point lies within the anchor's 30-39 dB; the
+    # anchor would need 0.4 * 2 ** (2.5 / 3) bpp there (log-rate linear in quality)
+    ((j, at, ratio),) = thin["equal_quality"]
+    assert j == 0 and at == pytest.approx(0.4 * 2 ** (2.5 / 3)) and ratio == pytest.approx(0.1 / at)
+    assert [r for _, _, r in full["equal_quality"]] == pytest.approx([2.0] * 4)
+    assert compare_curves(anchor, [(r, q - 12.0) for r, q in anchor])["equal_quality"] == []
     apart = compare_curves(anchor, [(r, q - 12.0) for r, q in anchor])  # test entirely below
     assert apart["status"] == NO_OVERLAP and apart["overlap_db"] == pytest.approx(-3.0)
     assert apart["nearest"] == (0, 3)
@@ -454,7 +461,8 @@ def test_report_shows_nearest_points_instead_of_a_number():
     line = next(ln for ln in md.splitlines() if ln.startswith("| c | svcodec | x265 |"))
     assert "curves do not overlap (0.50 dB in common)" in line
     assert "svcodec 3: 24.0000 bpp, 30.50 dB vs x265 0: 0.1000 bpp, 30.00 dB" in line
-    assert "%" not in line
+    assert not re.search(r"[+-]\d+\.\d%", line)  # no BD-rate number
+    assert "at 30.50 dB svcodec 3 spends 21382 % of the bits" in line  # 24 bpp vs 0.1 * 2 ** (1/6)
     below = _curve("x265") + _curve("svcodec", 30, shift=-11)
     assert "curves do not overlap (2.00 dB apart)" in markdown({"frames": 4, "gop": 4}, below, bd_table(below))
     ok = markdown({"frames": 4, "gop": 4}, rows[:4] + _curve("svcodec", 2), bd_table(rows[:4] + _curve("svcodec", 2)))

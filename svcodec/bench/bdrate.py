@@ -63,7 +63,12 @@ def compare_curves(anchor: list[tuple[float, float]], test: list[tuple[float, fl
       bd_rate     percent (negative = test needs fewer bits), None unless status is OK
       overlap_db  width of the common quality interval (negative = gap between the curves)
       nearest     (anchor index, test index) of the two points closest in quality: where
-                  there is no number, these are what a reader can compare instead."""
+                  there is no number, these are what a reader can compare instead.
+      equal_quality  per test point inside the anchor's quality range: (test index, the
+                  anchor's rate at that quality, test rate / that rate); the anchor's log-rate
+                  is interpolated linearly in quality between its two neighbouring points. This
+                  needs no overlap of the curves, only one test point within the anchor's range
+                  (the measure of "at equal PSNR, X % of the bits")."""
     def usable(points):
         def ok(x):
             return isinstance(x, (int, float)) and math.isfinite(x)
@@ -71,7 +76,8 @@ def compare_curves(anchor: list[tuple[float, float]], test: list[tuple[float, fl
         return [i for i, (r, q) in enumerate(points) if ok(r) and ok(q) and r > 0]
 
     ia, it = usable(anchor), usable(test)
-    result = {"status": TOO_FEW_POINTS, "bd_rate": None, "overlap_db": None, "nearest": None}
+    result = {"status": TOO_FEW_POINTS, "bd_rate": None, "overlap_db": None, "nearest": None,
+              "equal_quality": []}
     if not ia or not it:
         return result
     qa, qt = [anchor[i][1] for i in ia], [test[i][1] for i in it]
@@ -81,6 +87,7 @@ def compare_curves(anchor: list[tuple[float, float]], test: list[tuple[float, fl
         ((a, t) for a in ia for t in it),
         key=lambda p: (abs(anchor[p[0]][1] - test[p[1]][1]), abs(math.log(anchor[p[0]][0] / test[p[1]][0]))),
     )
+    result["equal_quality"] = rate_at_equal_quality([anchor[i] for i in ia], [(j, test[j]) for j in it])
     if len(ia) < 2 or len(it) < 2:
         return result
     if result["overlap_db"] < min_overlap_db:
@@ -92,3 +99,21 @@ def compare_curves(anchor: list[tuple[float, float]], test: list[tuple[float, fl
     else:
         result["status"] = NOT_COMPUTABLE
     return result
+
+
+def rate_at_equal_quality(anchor: list[tuple[float, float]], test: list[tuple[int, tuple[float, float]]]) -> list:
+    """[(test index, anchor rate at the test point's quality, ratio)] for the test points whose
+    quality lies within the anchor's range (see compare_curves). An anchor whose quality is not
+    strictly increasing in rate gives nothing."""
+    pts = sorted(anchor)
+    if len(pts) < 2 or any(b[1] <= a[1] for a, b in zip(pts, pts[1:])):
+        return []
+    out = []
+    for j, (rate, q) in test:
+        for (r0, q0), (r1, q1) in zip(pts, pts[1:]):
+            if q0 <= q <= q1:
+                w = (q - q0) / (q1 - q0)
+                at = math.exp((1 - w) * math.log(r0) + w * math.log(r1))
+                out.append((j, at, rate / at))
+                break
+    return out

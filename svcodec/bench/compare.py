@@ -39,6 +39,8 @@ def compare(clip: str, codec: str, pts: list[dict], anchor: str, anchor_pts: lis
         if c["nearest"] is not None:
             i, j = c["nearest"]
             c["nearest"] = {"anchor": _point(anchor_pts[i], a[i][1]), "test": _point(pts[j], t[j][1])}
+        c["equal_quality"] = [{**_point(pts[j], t[j][1]), "anchor_bpp": at, "ratio": ratio}
+                              for j, at, ratio in c["equal_quality"]]
         out[key] = c
         out["bd_rate_" + key] = c["bd_rate"]
     return out

@@ -87,9 +87,12 @@ def _pct(x) -> str:
 
 
 def _bd_cell(c: dict) -> str:
-    """A BD-rate where the curves overlap enough; otherwise why not, and the nearest points."""
+    """A BD-rate where the curves overlap enough; otherwise why not, and the nearest points.
+    Either way, the rate ratio at equal quality of every test point inside the anchor's range."""
+    equal = "".join(f"; at {p['quality']:.2f} dB {p['codec']} {p['q']} spends {100 * p['ratio']:.0f} % of the bits"
+                    for p in c.get("equal_quality", []))
     if c["status"] == OK:
-        return f"{_pct(c['bd_rate'])} (over {c['overlap_db']:.1f} dB)"
+        return f"{_pct(c['bd_rate'])} (over {c['overlap_db']:.1f} dB)" + equal
     text = c["status"]
     if c["overlap_db"] is not None:
         ov = c["overlap_db"]
@@ -98,7 +101,7 @@ def _bd_cell(c: dict) -> str:
         t, a = c["nearest"]["test"], c["nearest"]["anchor"]
         text += "; nearest: " + " vs ".join(
             f"{p['codec']} {p['q']}: {_f(p['bpp'], '.4f')} bpp, {_f(p['quality'], '.2f')} dB" for p in (t, a))
-    return text
+    return text + equal
 
 
 TIMING_ORDER = ("networks", "motion_estimation", "entropy_coding")
