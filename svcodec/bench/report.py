@@ -87,12 +87,12 @@ def _pct(x) -> str:
 
 
 def _bd_cell(c: dict) -> str:
-    """A BD-rate where the curves overlap enough; otherwise why not, and the nearest points.
-    Either way, the rate ratio at equal quality of every test point inside the anchor's range."""
+    """A BD-rate where the curves overlap enough; otherwise why not, the nearest points, and
+    the rate ratio at equal quality of every test point inside the anchor's range."""
+    if c["status"] == OK:
+        return f"{_pct(c['bd_rate'])} (over {c['overlap_db']:.1f} dB)"
     equal = "".join(f"; at {p['quality']:.2f} dB {p['codec']} {p['q']} spends {100 * p['ratio']:.0f} % of the bits"
                     for p in c.get("equal_quality", []))
-    if c["status"] == OK:
-        return f"{_pct(c['bd_rate'])} (over {c['overlap_db']:.1f} dB)" + equal
     text = c["status"]
     if c["overlap_db"] is not None:
         ov = c["overlap_db"]
