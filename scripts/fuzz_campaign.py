@@ -133,6 +133,7 @@ def hostile_files(model_id: bytes) -> dict[str, bytes]:
         "gop_size_65535": crafted_stream(64, 64, gop_size=0xFFFF, **real),
         "model_name_is_a_path": crafted_stream(64, 64, model_name="../../../etc/passwd", **real),
         "200_substreams_per_frame": crafted_stream(64, 64, slices=100, **real),
+        "1024x1024_per_slice_table": crafted_stream(1024, 1024, slices=3, payload=bytes(4), **real),
     }
 
 

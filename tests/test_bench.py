@@ -224,10 +224,10 @@ def _write_fake_svc(left, right, out_path, rate, gop, motion_bytes=7):
             for i in range(start, min(start + gop, len(left))):
                 ftype = FrameType.I if i == start else FrameType.P
                 subs = []
-                for view, frame in ((0, left[i]), (1, right[i])):
-                    if ftype == FrameType.P:
-                        subs.append(Substream(view, SubstreamKind.MOTION, 0, bytes(motion_bytes)))
-                    subs.append(Substream(view, SubstreamKind.TEXTURE, 0, frame.tobytes()))
+                if ftype == FrameType.P:
+                    subs += [Substream(view, SubstreamKind.MOTION, 0, bytes(motion_bytes)) for view in (0, 1)]
+                subs += [Substream(view, SubstreamKind.TEXTURE, 0, frame.tobytes())
+                         for view, frame in ((0, left[i]), (1, right[i]))]
                 aus.append(AccessUnit(i, ftype, frame_crc32(left[i], right[i]), subs))
             writer.write_gop(aus)
 

@@ -11,7 +11,7 @@ import pytest
 
 from svcodec.container import (AccessUnit, Colour, FrameType, SequenceHeader, Substream,
                                SubstreamKind, SvcReader, SvcWriter, frame_crc32)
-from svcodec.container.format import MAGIC, TRAILER_SIZE
+from svcodec.container.format import MAGIC, TRAILER_SIZE, check_access_unit
 from svcodec.errors import BitstreamError, InputError
 
 K = SubstreamKind
@@ -235,6 +235,27 @@ def test_failed_write_keeps_existing_file(tmp_path):
     assert os.listdir(tmp_path) == ["out.svc"]
     write(path, make_gops())  # a successful write replaces it
     assert SvcReader(path).sequence.frame_count == 10
+
+
+def test_version_2_tables_are_fixed_per_frame_type(tmp_path):
+    """I: texture L, texture R; P: motion L, motion R, texture L, texture R, in this order: any
+    other table is refused by the writer's check, and by the reader before a model is loaded."""
+    from svcodec.container.mutate import crafted_stream
+
+    rng = random.Random(0)
+    i_subs, p_subs = make_au(0, FrameType.I, rng).substreams, make_au(1, FrameType.P, rng).substreams
+    bad = [(FrameType.I, i_subs[::-1]), (FrameType.I, i_subs[:1]), (FrameType.I, []),
+           (FrameType.P, p_subs[2:] + p_subs[:2]), (FrameType.P, p_subs[:2] + p_subs[3:]),
+           (FrameType.P, i_subs)]
+    for ftype, subs in bad:  # the writer's check of every access unit
+        with pytest.raises(ValueError, match="holds the substreams"):
+            check_access_unit(AccessUnit(1, ftype, 0, subs), 1, first_in_gop=False)
+    check_access_unit(AccessUnit(1, FrameType.P, 0, p_subs), 1, first_in_gop=False)
+    path = tmp_path / "swapped.svc"
+    path.write_bytes(crafted_stream(64, 48, payload=bytes(4), table=[(1, K.TEXTURE, 0), (0, K.TEXTURE, 0)]))
+    with pytest.raises(BitstreamError, match="holds the substreams texture L, texture R, in this order; "
+                                             "this one holds texture R, texture L"):
+        read_all(path)
 
 
 def test_writer_rejects_bad_input(tmp_path):

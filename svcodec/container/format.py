@@ -97,6 +97,13 @@ KINDS_OF_MAJOR = {
                   SubstreamKind.MOTION_HYPER, SubstreamKind.MOTION_LATENT}),
     2: frozenset({SubstreamKind.TEXTURE, SubstreamKind.MOTION}),
 }
+# Version 2.x fixes each frame type's table (view, kind, slot), in this order: one substream per
+# view and coder, so a decoder can refuse any other table before it loads a model.
+LAYOUT_OF_MAJOR_2 = {
+    FrameType.I: ((0, SubstreamKind.TEXTURE, 0), (1, SubstreamKind.TEXTURE, 0)),
+    FrameType.P: ((0, SubstreamKind.MOTION, 0), (1, SubstreamKind.MOTION, 0),
+                  (0, SubstreamKind.TEXTURE, 0), (1, SubstreamKind.TEXTURE, 0)),
+}
 MOTION_KINDS = frozenset({SubstreamKind.MOTION_HYPER, SubstreamKind.MOTION_LATENT, SubstreamKind.MOTION})
 _SLICE_KINDS = frozenset({SubstreamKind.TEXTURE_LATENT, SubstreamKind.MOTION_LATENT})  # slot >= 1
 
@@ -426,6 +433,14 @@ def check_access_unit(au: AccessUnit, expected_index: int, first_in_gop: bool,
         if key in seen:
             raise ValueError(f"duplicate substream (view, kind, slot) = {key}")
         seen.add(key)
+    if major >= 2:
+        got = tuple((s.view, s.kind, s.slot) for s in au.substreams)
+        want = LAYOUT_OF_MAJOR_2[FrameType(au.frame_type)]
+        if got != want:
+            def names(table):
+                return ", ".join(f"{SubstreamKind(k).name.lower()} {'LR'[v]}" for v, k, _ in table) or "none"
+            raise ValueError(f"a version {major} {FrameType(au.frame_type).name}-frame holds the substreams "
+                             f"{names(want)}, in this order; this one holds {names(got)}")
 
 
 def encode_access_unit(au: AccessUnit, expected_index: int, first_in_gop: bool) -> bytes:

@@ -179,16 +179,18 @@ def sequence_header_bytes(width: int, height: int, *, frame_count: int = 1, gop_
 
 def crafted_stream(width: int, height: int, *, frames: int = 1, gop_size: int | None = None,
                    claimed_frames: int | None = None, payload: bytes = b"", slices: int = 0,
-                   **header) -> bytes:
+                   table: list[tuple[int, int, int]] | None = None, **header) -> bytes:
     """A stream of ``frames`` I-frames whose substreams all hold ``payload``, every CRC valid,
     whatever the header claims (``claimed_frames`` overrides the header's frame count). Each
     access unit has the two texture substreams of format 2.x, plus ``slices`` further entries
-    per view in the 1.x per-slice manner (invalid in 2.x: for limit checks and fuzzing)."""
+    per view in the 1.x per-slice manner (invalid in 2.x: for limit checks and fuzzing);
+    ``table`` replaces the whole (view, kind, slot) table."""
     gop_size = gop_size or max(1, frames)
     head = sequence_header_bytes(width, height, frame_count=frames if claimed_frames is None else claimed_frames,
                                  gop_size=gop_size, **header)
     subs = [(v, SubstreamKind.TEXTURE, 0) for v in (0, 1)]
     subs += [(v, SubstreamKind.TEXTURE, n % 256) for n in range(1, slices + 1) for v in (0, 1)]
+    subs = subs if table is None else table
     out, entries, frame = bytearray(head), [], 0
     while frame < frames:
         n = min(gop_size, frames - frame)
