@@ -1,7 +1,8 @@
 """Stereo P-frame coding: the entropy-coding sides of `nn.inter.code_p_frame`.
 
 Coding order of one P access unit (docs/CODING.md); each view's symbols of each coder go to
-that view's MOTION or TEXTURE substream (`substreams.py`):
+that view's MOTION or TEXTURE substream (`substreams.py`). Motion comes first: the decoder needs
+both views' decoded flow before it can build the contexts the texture is coded with.
     motion:   z_L, z_R, then slices L1, R1, L2, R2, ...
     context:  z_L, z_R, then slices L1, R1, L2, R2, ...
 The network steps are written once (`code_p_frame`); the encoder runs them with an
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..container import Substream
+from ..container import FrameType, Substream
 from ..entropy import gaussian_tables, scale_to_index
 from ..errors import ModelError
 from ..nn.elic import gaussian_bits
@@ -41,11 +42,6 @@ class InterResult:
 def z_medians(eb) -> torch.Tensor:
     """Per-channel medians of a factorized prior as (1, C, 1, 1); z is coded as round(z - median)."""
     return eb.medians().view(1, -1, 1, 1)
-
-
-# The coders of a P access unit in coding order: motion first, since the decoder needs both
-# views' decoded flow before it can build the contexts the texture is coded with.
-P_CODERS = (MOTION, TEXTURE)
 
 
 class _EncoderSide:
@@ -137,11 +133,11 @@ def encode_inter(model: StereoInterCodec, z_tables: dict, x: torch.Tensor, flow:
     estimator against ref.frame."""
     side = _EncoderSide(x.contiguous(), flow.contiguous(), z_tables, streams or SymbolWriter())
     x_hat, new_ref = code_p_frame(model, ref, rate, side)
-    return InterResult(side.streams.substreams(P_CODERS, model.cfg.slices), x_hat, new_ref, side.est_bits)
+    return InterResult(side.streams.substreams(FrameType.P, model.cfg.slices), x_hat, new_ref, side.est_bits)
 
 
 @torch.no_grad()
 def decode_inter(model: StereoInterCodec, z_tables: dict, substreams: list[Substream], ref: Reference,
                  rate: float) -> tuple[torch.Tensor, Reference]:
-    streams = SymbolReader(substreams, P_CODERS, model.cfg.slices, "P-frame")
+    streams = SymbolReader(substreams, FrameType.P, model.cfg.slices)
     return code_p_frame(model, ref, rate, _DecoderSide(streams, z_tables))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..container import Substream
+from ..container import FrameType, Substream
 from ..entropy import gaussian_tables, scale_to_index
 from ..errors import ModelError
 from ..nn.elic import ElicIntraCodec, gaussian_bits
@@ -98,7 +98,7 @@ def encode_intra(model: ElicIntraCodec, z_tables, x: torch.Tensor, rate: float,
     y_hat = _code_latent(model, hyper, coder)
     _, z_lik = model.entropy_bottleneck(z, training=False)
     est = coder.est_bits + float(-torch.log2(z_lik).sum())
-    return IntraResult(streams.substreams((TEXTURE,), len(model.cfg.groups)), model.synthesis(y_hat, rate).clamp(0, 1), est)
+    return IntraResult(streams.substreams(FrameType.I, len(model.cfg.groups)), model.synthesis(y_hat, rate).clamp(0, 1), est)
 
 
 @torch.no_grad()
@@ -106,7 +106,7 @@ def decode_intra(model: ElicIntraCodec, z_tables, substreams: list[Substream], s
     """Inverse of `encode_intra`; size = padded (H, W). Returns (2, 3, H, W) in [0, 1]."""
     hz, wz = size[0] // 64, size[1] // 64
     device = next(model.parameters()).device
-    streams = SymbolReader(substreams, (TEXTURE,), len(model.cfg.groups), "I-frame")
+    streams = SymbolReader(substreams, FrameType.I, len(model.cfg.groups))
     nz = model.cfg.Nz
     zq = np.stack([
         streams(v, TEXTURE, 0).decode_symbols(hyper_table_ids((nz, hz, wz)), z_tables) for v in VIEWS

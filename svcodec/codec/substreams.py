@@ -17,7 +17,8 @@ slice loops do not know which layout they are writing or reading.
 
 from __future__ import annotations
 
-from ..container import Substream, SubstreamKind
+from ..container import FrameType, Substream, SubstreamKind
+from ..container.format import LAYOUT_OF_MAJOR_2
 from ..entropy import SubstreamDecoder, SubstreamEncoder
 from ..errors import BitstreamError, ModelError
 
@@ -43,12 +44,13 @@ def _key(split: bool, view: int, coder: SubstreamKind, slot: int) -> tuple[int, 
     return _split_key(view, coder, slot) if split else (view, int(coder), 0)
 
 
-def layouts(coders: tuple[SubstreamKind, ...], slices: int) -> tuple[list, list]:
+def layouts(frame_type: FrameType, slices: int) -> tuple[list, list]:
     """(format 2.x, format 1.x) lists of (view, kind, slot), in stored order, for an access
-    unit of these coders (in coding order) with ``slices`` latent slices each."""
-    whole = [(v, int(c), 0) for c in coders for v in VIEWS]
+    unit of this type with ``slices`` latent slices per coder. The 2.x table is the container's
+    (FORMAT.md fixes it per frame type); the 1.x one splits each of its substreams per slice."""
+    whole = [(int(v), int(k), int(s)) for v, k, s in LAYOUT_OF_MAJOR_2[frame_type]]
     split = []
-    for c in coders:
+    for c in dict.fromkeys(SubstreamKind(k) for _, k, _ in whole):  # the coders, in coding order
         split += [_split_key(v, c, 0) for v in VIEWS]
         split += [_split_key(v, c, n) for n in range(1, slices + 1) for v in VIEWS]
     return whole, split
@@ -66,9 +68,9 @@ class SymbolWriter:
     def __call__(self, view: int, coder: SubstreamKind, slot: int) -> SubstreamEncoder:
         return self._enc.setdefault(_key(self.split, view, coder, slot), SubstreamEncoder())
 
-    def substreams(self, coders: tuple[SubstreamKind, ...], slices: int) -> list[Substream]:
-        """The finished substreams; they must form the documented layout for these coders."""
-        whole, split = layouts(coders, slices)
+    def substreams(self, frame_type: FrameType, slices: int) -> list[Substream]:
+        """The finished substreams; they must form the documented layout of this frame type."""
+        whole, split = layouts(frame_type, slices)
         if list(self._enc) != (split if self.split else whole):
             raise ModelError("internal error: substreams out of the documented order")
         return [Substream(view=v, kind=SubstreamKind(k), slot=s, data=e.finish())
@@ -78,12 +80,11 @@ class SymbolWriter:
 class SymbolReader:
     """The range decoders of one access unit, in either layout."""
 
-    def __init__(self, substreams: list[Substream], coders: tuple[SubstreamKind, ...], slices: int,
-                 what: str):
+    def __init__(self, substreams: list[Substream], frame_type: FrameType, slices: int):
         got = [(int(s.view), int(s.kind), s.slot) for s in substreams]
-        whole, split = layouts(coders, slices)
+        whole, split = layouts(frame_type, slices)
         if got not in (whole, split):
-            raise BitstreamError(f"{what} substreams {got[:6]}... do not match the model's layout")
+            raise BitstreamError(f"{frame_type.name}-frame substreams {got[:6]}... do not match the model's layout")
         self.split = got == split
         self.skip_max_index = SKIP_MAX_INDEX["split" if self.split else "whole"]
         self._dec = {key: SubstreamDecoder(s.data) for key, s in zip(got, substreams)}
