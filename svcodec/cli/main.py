@@ -173,7 +173,7 @@ def main():
 @click.option("--sbs", is_flag=True, help="LEFT is one side-by-side video (left half | right half); no RIGHT.")
 @click.option("--rate", type=float, default=2.0, show_default=True,
               help="Rate point 0 (smallest) .. 3 (best quality); fractions interpolate.")
-@click.option("--gop", type=int, default=DEFAULT_GOP, show_default=True, help="Frames per GOP: one I-frame pair, then P-frame pairs predicted from the previous frame and the other view; every GOP decodes on its own (seek granularity). 1 = all-intra. Longer GOPs spend fewer bits on static footage; on moving footage the P-frame quality drifts down along a GOP.")
+@click.option("--gop", type=int, default=DEFAULT_GOP, show_default=True, help="Frames per GOP: one I-frame pair, then P-frame pairs predicted from the previous frame and the other view; every GOP decodes on its own (seek granularity). 1 = all-intra. Longer GOPs spend fewer bits, but the P-frame quality drifts down along a GOP (even on static footage); 16 measured better than 32 on every clip tried.")
 @click.option("--frames", type=int, default=None, help="Encode only the first N frame pairs.")
 @click.option("--fps", default=None, help="Frame rate for image-folder input (e.g. 30 or 30000/1001).")
 @click.option("--device", type=DEVICE, default="cpu", show_default=True)

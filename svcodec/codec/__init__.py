@@ -2,10 +2,10 @@
 (substreams.py), motion estimation (motion.py) and the sequence encoder/decoder (session.py)."""
 
 # Default intra period (svc encode --gop, svc bench). The P-frame model's quality drifts down
-# along a GOP on moving content (about 0.1 dB per frame at rate 0 on hand-held footage), so a
+# along a GOP, on static footage too (about 0.1 dB per frame at rate 0 on hand-held footage), so a
 # refresh every 16 frames costs less than it saves: rate 1, 32 frames, GOP 16 against 32 spent
 # +20 % bits for +0.83 dB (stereopi_home 320x240), +10 % for +0.83 dB (vr180_street 480x540),
 # +11 % for +0.27 dB (zed_office_realtime 672x376), +9 % for +0.62 dB at rate 0 on camcorder
-# 480x272 (the RD slope there is about +0.5 dB per +37 % bits); see the commit that set it.
-# Static footage would rather have longer GOPs: pass --gop.
+# 480x272 (the RD slope there is about +0.5 dB per +37 % bits), +22 % for +1.0 dB on a static
+# robot-camera scene (robot_static 640x480); see the commit that set it.
 DEFAULT_GOP = 16
