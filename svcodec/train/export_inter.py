@@ -43,7 +43,7 @@ def export(ckpt: Path, out: Path, note: str = "", i_rate_offset: float | None = 
         "config": cfg.to_dict(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "storage": "int8 weights with per-row float32 scales, other tensors float16; int64 hyper-latent tables",
-        "rate_points": {str(r): {"lambda": lam0 * 2 ** r, "intra_rate": min(3.0, r + cfg.i_rate_offset),
+        "rate_points": {str(r): {"lambda": lam0 * 2 ** r, "intra_rate": model.intra_rate(r),
                                  "loss": "lambda * MSE(x in [0,1]) + bpp, summed over both views and the P-frames"}
                         for r in range(cfg.num_rates)},
         "training": {
@@ -86,7 +86,7 @@ def reexport(weights: Path, out: Path, i_rate_offset: float, note: str = "") -> 
     manifest.update({
         "name": out.stem, "file": out.name, "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
         "model_id": model_id.hex(), "config": model.cfg.to_dict(),
-        "rate_points": {r: {**p, "intra_rate": min(3.0, int(r) + i_rate_offset)}
+        "rate_points": {r: {**p, "intra_rate": model.intra_rate(int(r))}
                         for r, p in manifest["rate_points"].items()},
         "exported": dt.date.today().isoformat(),
         "note": " ".join(filter(None, [manifest.get("note", ""), note])),

@@ -26,6 +26,7 @@ the two have in common; new modules start from their initialisation (HDC-FER as 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import time
 from pathlib import Path
@@ -236,7 +237,7 @@ def main(argv=None) -> None:
         ap.error(f"--variant {args.variant}: {args.ckpt} is a {variant!r} run (start a new checkpoint)")
     cfg = configure_stage(cfg, stage, variant)
     if args.i_rate_offset is not None:
-        cfg = InterConfig(**{**cfg.to_dict(), "i_rate_offset": args.i_rate_offset})
+        cfg = dataclasses.replace(cfg, i_rate_offset=args.i_rate_offset)
     model = StereoInterCodec(cfg).to(args.device)
     step, seconds, history = 0, 0.0, []
     if state:
