@@ -97,7 +97,40 @@ def test_entry_point_trains_then_resumes_exactly(tmp_path, data_dir, monkeypatch
     # same data position, rates and noise after resuming: the same weights as one straight run
     for k, v in rb["model"].items():
         assert torch.equal(ra["model"][k], v), k
+    # ... and the same exported weight average (it travels in the checkpoint)
+    assert ra["average"]["updates"] == rb["average"]["updates"] == 4
+    for k, v in rb["average"]["weights"].items():
+        assert torch.equal(ra["average"]["weights"][k], v), k
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_weight_average_follows_the_weights_resumes_and_is_exported():
+    from svcodec.train.common import WeightAverage, exported_weights
+
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    avg = WeightAverage(model, decay=0.9)
+    expected = 0.0
+    for n in range(1, 41):
+        with torch.no_grad():
+            model.weight.fill_(float(n))
+        avg.update(model)
+        d = min(0.9, (1 + n) / (10 + n))  # a short horizon first, then the decay
+        expected = d * expected + (1 - d) * n
+    got = avg.weights["weight"]
+    assert torch.allclose(got, torch.full_like(got, expected)) and 30 < expected < 40  # lags the raw 40
+    # resumed from its state it continues where it was; for another architecture it restarts
+    again = WeightAverage(model, 0.9, avg.state_dict())
+    assert again.updates == 40 and torch.equal(again.weights["weight"], got)
+    other = WeightAverage(torch.nn.Linear(3, 1), 0.9, avg.state_dict())
+    assert other.updates == 0
+    # the export takes the average; --raw, or a checkpoint without one, the last step's weights
+    state = {"model": model.state_dict(), "average": avg.state_dict()}
+    weights, note = exported_weights(state)
+    assert torch.equal(weights["weight"], got) and "average" in note
+    assert torch.equal(exported_weights(state, raw=True)[0]["weight"], model.weight)
+    assert exported_weights({"model": model.state_dict()})[1] == "raw weights of the last step"
 
 
 def test_sigterm_checkpoints_and_exits(tmp_path, data_dir):

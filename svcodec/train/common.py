@@ -50,6 +50,13 @@ def add_common_args(ap: argparse.ArgumentParser, default_data: str) -> None:
     ap.add_argument("--workers", type=int, default=None,
                     help="data loader processes (default: 6 on cuda, 0 on cpu: crops made in-process, "
                          "and a resumed run continues bit-exactly)")
+    add_average_arg(ap)
+
+
+def add_average_arg(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--average-decay", type=float, default=0.999,
+                    help="decay of the exported weight average (see WeightAverage; 0: export the raw "
+                         "weights of the last step)")
 
 
 def budget_minutes(args) -> float:
@@ -261,6 +268,57 @@ def clipped_finite(groups: list[list[torch.nn.Parameter]], max_norm: float) -> b
             for p in group:
                 p.grad = None
     return finite
+
+
+class WeightAverage:
+    """Exponential moving average of a model's floating-point parameters and buffers: what
+    gets exported, while training goes on with the raw weights.
+
+    Why: at a constant learning rate the raw weights wander around the optimum, so two
+    checkpoints 8,000 steps apart differed on the dev clips by +8 %, -6 % and +5 % BD-rate
+    (intra model, steps 16,872 and 24,861 at LR 1e-4), and 2,500 steps at LR 1e-5 from the
+    later one gained 12-18 % on every clip: most of what separates a checkpoint from the
+    optimum is that wander. The average over the last ~1/(1 - decay) steps sits nearer its
+    middle without lowering the learning rate that the next session's training needs.
+    The first steps use a shorter horizon, (1 + n) / (10 + n) after n updates, so a new
+    average is not dominated by the weights it started from."""
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.999, state: dict | None = None):
+        self.decay = decay
+        live = model.state_dict()
+        own = (state or {}).get("weights", {})
+        if own.keys() != live.keys() or any(own[k].shape != live[k].shape for k in live):
+            own, n = {}, 0  # none saved, or saved for another architecture: start from the model
+        else:
+            n = state.get("updates", 0)
+        self.weights = {k: (own[k] if k in own else v).detach().clone().to(v.device) for k, v in live.items()}
+        self.updates = n
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in model.state_dict().items():
+            avg = self.weights[k]
+            if v.is_floating_point():
+                avg.mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                avg.copy_(v)
+
+    def state_dict(self) -> dict:
+        return {"weights": {k: v.detach().cpu() for k, v in self.weights.items()}, "decay": self.decay,
+                "updates": self.updates}
+
+
+def exported_weights(state: dict, raw: bool = False) -> tuple[dict, str]:
+    """The model weights a checkpoint exports, and the manifest's word for them: its weight
+    average where it has one (see WeightAverage), else (or with raw=True) the raw training
+    weights of its last step."""
+    avg = state.get("average")
+    if raw or not avg or avg["decay"] <= 0:
+        return state["model"], "raw weights of the last step"
+    return avg["weights"], (f"moving average over the last ~{round(1 / (1 - avg['decay']))} steps (decay "
+                            f"{avg['decay']}, {avg['updates']} updates in this average)")
 
 
 def finite_weights(model: torch.nn.Module) -> bool:

@@ -15,6 +15,7 @@ import torch
 
 from ..nn.elic import ElicConfig, ElicIntraCodec
 from ..zoo import load_intra, save_intra
+from .common import exported_weights
 from .data import DEFAULT_DATA, CropSampler, training_groups
 
 
@@ -52,11 +53,12 @@ def _hardware(device: str | None) -> str:
     return device
 
 
-def export(ckpt: Path, out: Path, note: str = "", data: str = DEFAULT_DATA) -> dict:
+def export(ckpt: Path, out: Path, note: str = "", data: str = DEFAULT_DATA, raw: bool = False) -> dict:
     state = torch.load(ckpt, map_location="cpu")
     cfg = ElicConfig(**state["config"])
     model = ElicIntraCodec(cfg)
-    model.load_state_dict(state["model"])
+    weights, weights_note = exported_weights(state, raw)
+    model.load_state_dict(weights)
     model_id = save_intra(model, out)
     manifest = {
         "name": out.stem,
@@ -76,6 +78,7 @@ def export(ckpt: Path, out: Path, note: str = "", data: str = DEFAULT_DATA) -> d
             "batch": state["batch"],
             "crop": state["crop"],
             "optimizer": "Adam, grad-norm clip 1.0 (learning-rate schedule: see note)",
+            "weights": weights_note,
             "data": _data_note(state.get("data")),
             "hardware": _hardware(state.get("device")),
         },
@@ -94,8 +97,9 @@ def main(argv=None) -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--note", default="")
     ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--raw", action="store_true", help="export the raw weights of the last step, not their average")
     args = ap.parse_args(argv)
-    m = export(args.ckpt, args.out, args.note, args.data)
+    m = export(args.ckpt, args.out, args.note, args.data, args.raw)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB), steps {m['training']['steps']}, id {m['model_id']}")
 
 

@@ -22,16 +22,18 @@ import torch
 
 from ..nn.inter import InterConfig, StereoInterCodec
 from ..zoo import load_inter, save_inter
+from .common import exported_weights
 
 
-def export(ckpt: Path, out: Path, note: str = "", i_rate_offset: float | None = None) -> dict:
+def export(ckpt: Path, out: Path, note: str = "", i_rate_offset: float | None = None, raw: bool = False) -> dict:
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     cfg = InterConfig(**state["config"])
     trained_offset = cfg.i_rate_offset
     if i_rate_offset is not None:
         cfg = dataclasses.replace(cfg, i_rate_offset=i_rate_offset)
     model = StereoInterCodec(cfg)
-    model.load_state_dict(state["model"])
+    weights, weights_note = exported_weights(state, raw)
+    model.load_state_dict(weights)
     model_id = save_inter(model, out)
     lam0 = state.get("lambda0", 256.0)
     manifest = {
@@ -50,6 +52,7 @@ def export(ckpt: Path, out: Path, note: str = "", i_rate_offset: float | None = 
             "stage": state.get("stage"),
             "variant": state.get("variant", "full"),
             "steps": state["step"],
+            "weights": weights_note,
             "hours": round(state["seconds"] / 3600, 3),
             "batch": state.get("batch"),
             "crop": state.get("crop"),
@@ -102,13 +105,14 @@ def main(argv=None) -> None:
     ap.add_argument("--note", default="")
     ap.add_argument("--i-rate-offset", type=float, default=None,
                     help="I-frame rate offset for streams (default: the one the checkpoint trained with)")
+    ap.add_argument("--raw", action="store_true", help="export the raw weights of the last step, not their average")
     args = ap.parse_args(argv)
     if args.ckpt.suffix == ".safetensors":  # shipped weights: only the offset (and note) change
         if args.i_rate_offset is None:
             ap.error("re-exporting weights needs --i-rate-offset")
         m = reexport(args.ckpt, args.out, args.i_rate_offset, args.note)
     else:
-        m = export(args.ckpt, args.out, args.note, args.i_rate_offset)
+        m = export(args.ckpt, args.out, args.note, args.i_rate_offset, args.raw)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, model id {m['model_id']}, "
           f"{m['training']['steps']} steps)")
 

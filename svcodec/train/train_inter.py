@@ -39,7 +39,7 @@ from ..nn.hdc import HdcFer
 from ..nn.hdc_em import SKIP_SCALE
 from ..nn.inter import PAPER, SMALL, TINY, InterConfig, StereoInterCodec, code_p_frame, reset_coder_parameters
 from ..zoo import load_intra
-from .common import clipped_finite, finite_weights, save_atomic
+from .common import WeightAverage, add_average_arg, clipped_finite, finite_weights, save_atomic
 from .data import DEFAULT_DATA
 from .sequences import ClipSampler, load_clips
 from .train_intra import sample_rates
@@ -219,6 +219,7 @@ def main(argv=None) -> None:
     ap.add_argument("--reinit-context", action="store_true",
                     help="restart the context coder's transforms from their initialisation (revives "
                          "a collapsed context coder; motion coder and entropy models keep theirs)")
+    add_average_arg(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     minutes = args.minutes if args.minutes is not None else (args.hours or 1.0) * 60
@@ -263,6 +264,10 @@ def main(argv=None) -> None:
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
     if args.reinit_context:
         reset_coder_parameters(model.context)
+    # a new run, a new stage or a restarted context coder starts its average from the weights
+    # it starts with
+    same_run = state and state.get("stage") == stage and not args.reinit_context
+    average = WeightAverage(model, args.average_decay, state.get("average") if same_run else None)
     if state and state.get("stage") == stage and "opt" in state and not args.fresh_optimizer:
         try:
             opt.load_state_dict(state["opt"])
@@ -286,7 +291,8 @@ def main(argv=None) -> None:
             raise SystemExit(f"error: the model's weights are no longer finite at step {step}; "
                              f"{args.ckpt} keeps its last good state")
         save_atomic({
-            "config": cfg.to_dict(), "stage": stage, "variant": variant, "model": model.state_dict(), "opt": opt.state_dict(),
+            "config": cfg.to_dict(), "stage": stage, "variant": variant, "model": model.state_dict(),
+            "average": average.state_dict(), "opt": opt.state_dict(),
             "aux_opt": aux_opt.state_dict(), "step": step, "seconds": seconds, "history": history,
             "lambda0": LAMBDA0, "crop": crop, "batch": args.batch, "frames": args.frames,
             "cascade": args.cascade, "data": str(args.data), "intra": intra.name,
@@ -346,6 +352,7 @@ def main(argv=None) -> None:
             skipped += 1
             print(f"step {step}: non-finite loss or gradient, step dropped ({skipped} so far)", flush=True)
             continue
+        average.update(model)
         mse_all = torch.cat(mses)
         psnr = float((-10 * torch.log10(mse_all.clamp_min(1e-10))).mean())
         warp_psnr = float((-10 * torch.log10(torch.cat(wmses).clamp_min(1e-10))).mean())

@@ -22,7 +22,7 @@ from ..nn.elic import PAPER, SMALL, ElicConfig, ElicIntraCodec
 from ..zoo import load_intra
 from .common import (Budget, Meter, Run, add_common_args, autocast_submodules, budget_minutes,
                      clipped_finite, finite_weights, load_checkpoint, BatchStream, prepare_model, restore_rng,
-                     rng_state, save_atomic, to_device)
+                     rng_state, save_atomic, to_device, WeightAverage)
 from .data import DEFAULT_DATA, CropSampler, to_unit, training_groups
 
 LAMBDAS = (256.0, 512.0, 1024.0, 2048.0)
@@ -88,6 +88,7 @@ def main(argv=None) -> None:
         model.load_state_dict(state["model"])
         step, seconds = state["step"], state["seconds"]
     prepare_model(model, run)
+    average = WeightAverage(model, args.average_decay, (state or {}).get("average"))
     opt = torch.optim.Adam(main_params, lr=args.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
     if state:
@@ -124,7 +125,8 @@ def main(argv=None) -> None:
                              f"{args.ckpt} keeps its last good state")
         if run.main:
             save_atomic(
-                {"config": cfg.to_dict(), "model": model.state_dict(), "opt": opt.state_dict(),
+                {"config": cfg.to_dict(), "model": model.state_dict(), "average": average.state_dict(),
+                 "opt": opt.state_dict(),
                  "aux_opt": aux_opt.state_dict(), "step": step, "seconds": seconds,
                  "lambdas": LAMBDAS, "crop": crop, "batch": batch * run.world, "data": str(args.data),
                  "init": (state or {}).get("init") or args.init, "rng": rng,
@@ -159,6 +161,7 @@ def main(argv=None) -> None:
         seconds += step_s
         skipped += not finite
         if finite:
+            average.update(model)
             psnr = (-10 * torch.log10(mse.detach().clamp_min(1e-10))).mean()
             meter.add(x.shape[0] * pixels, loss=loss.item(), bpp=bpp.mean().item(), psnr=psnr.item())
         meter.maybe_log(step, extra=f"{seconds / 3600:.3f} h" + (f", {skipped} non-finite steps dropped" if skipped else ""))
