@@ -103,7 +103,7 @@ train() {  # minutes lr [extra flags]
     "${INIT_ARGS[@]}" --batch "$BATCH" --crop "$CROP" --lr "$lr" --threads "$THREADS" \
     --log-seconds 20 --save-minutes 2 "$@"
 }
-if [ "$FINISH" = 0 ]; then
+if ! awk "BEGIN { exit !($FINISH > 0) }"; then
   train "$MINUTES" "$LR" "$@"
 else
   train "$MAIN_MIN" "$LR" "$@"

@@ -288,11 +288,9 @@ class WeightAverage:
         live = model.state_dict()
         own = (state or {}).get("weights", {})
         if own.keys() != live.keys() or any(own[k].shape != live[k].shape for k in live):
-            own, n = {}, 0  # none saved, or saved for another architecture: start from the model
-        else:
-            n = state.get("updates", 0)
-        self.weights = {k: (own[k] if k in own else v).detach().clone().to(v.device) for k, v in live.items()}
-        self.updates = n
+            own = {}  # none saved, or saved for another architecture: start from the model
+        self.weights = {k: t.detach().clone().to(live[k].device) for k, t in (own or live).items()}
+        self.updates = state.get("updates", 0) if own else 0
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
