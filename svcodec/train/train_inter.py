@@ -264,11 +264,12 @@ def main(argv=None) -> None:
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
     if args.reinit_context:
         reset_coder_parameters(model.context)
+    same_stage = bool(state) and state.get("stage") == stage
     # a new run, a new stage or a restarted context coder starts its average from the weights
     # it starts with
-    same_run = state and state.get("stage") == stage and not args.reinit_context
-    average = WeightAverage(model, args.average_decay, state.get("average") if same_run else None)
-    if state and state.get("stage") == stage and "opt" in state and not args.fresh_optimizer:
+    keep_average = same_stage and not args.reinit_context
+    average = WeightAverage(model, args.average_decay, state.get("average") if keep_average else None)
+    if same_stage and "opt" in state and not args.fresh_optimizer:
         try:
             opt.load_state_dict(state["opt"])
             aux_opt.load_state_dict(state["aux_opt"])
