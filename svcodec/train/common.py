@@ -296,12 +296,17 @@ class WeightAverage:
     def update(self, model: torch.nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        averaged, live = [], []
         for k, v in model.state_dict().items():
-            avg = self.weights[k]
             if v.is_floating_point():
-                avg.mul_(d).add_(v.detach(), alpha=1 - d)
+                averaged.append(self.weights[k])
+                live.append(v)
             else:
-                avg.copy_(v)
+                self.weights[k].copy_(v)
+        # one fused update for all tensors: on a GPU, a loop of small ops per tensor costs
+        # hundreds of kernel launches every step
+        if averaged:
+            torch._foreach_lerp_(averaged, live, 1 - d)
 
     def state_dict(self) -> dict:
         return {"weights": {k: v.detach().cpu() for k, v in self.weights.items()}, "decay": self.decay,
