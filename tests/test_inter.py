@@ -108,6 +108,44 @@ def test_format_1_layout_decodes_to_the_same_frames(tiny_set):
         decode_inter(inter.model, inter.z_tables, whole_p.substreams[:2] + split_p.substreams[2:], ref, 1.0)
 
 
+def test_rd_motion_keeps_the_candidate_of_lowest_rate_distortion_cost(tmp_path, tiny_set):
+    """--motion rd codes a P-frame once per motion field and keeps the one of lowest
+    lambda * MSE + bpp, whatever order the candidates come in; its stream decodes exactly."""
+    from svcodec.codec.api import decode_file, encode_frames
+    from svcodec.codec.inter import encode_inter, encode_inter_best, rd_cost
+    from svcodec.codec.intra import encode_intra
+    from svcodec.codec.session import to_tensor
+    from svcodec.errors import InputError
+    from svcodec.nn.layers import rd_lambda
+
+    intra, inter = tiny_set.intra, tiny_set.inter
+    lefts, rights = moving_clip(2, h=64, w=64)
+    x0, x1 = to_tensor(lefts[0], rights[0], "cpu"), to_tensor(lefts[1], rights[1], "cpu")
+    ref = inter.model.reference_from_intra(encode_intra(intra.model, intra.z_tables, x0, 2.0).x_hat)
+    zero = torch.zeros(2, 2, 64, 64)
+    wild = torch.from_numpy(np.random.default_rng(1).normal(0, 20, (2, 2, 64, 64)).astype(np.float32))
+    one = encode_inter(inter.model, inter.z_tables, x1, wild, ref, 1.0)
+    bits = 8 * sum(len(s.data) for s in one.substreams)
+    mse = float(((one.x_hat.clamp(0, 1) - x1) ** 2).mean())
+    assert rd_cost(x1, one, 1.0) == pytest.approx(rd_lambda(1.0) * mse + bits / (2 * 64 * 64))
+    costs = {name: rd_cost(x1, encode_inter(inter.model, inter.z_tables, x1, f, ref, 1.0), 1.0)
+             for name, f in (("zero", zero), ("wild", wild))}
+    assert costs["zero"] < costs["wild"]  # noise for motion: many bits and a scrambled prediction
+    for flows, expected in (([zero, wild], 0), ([wild, zero], 1)):
+        best, k = encode_inter_best(inter.model, inter.z_tables, x1, flows, ref, 1.0)
+        assert k == expected
+        kept = encode_inter(inter.model, inter.z_tables, x1, zero, ref, 1.0)
+        assert [s.data for s in best.substreams] == [s.data for s in kept.substreams]
+    # through the codec loop: every P-frame names the motion it kept, and the stream round-trips
+    lefts, rights = moving_clip(4)
+    report = encode_frames(lefts, rights, tmp_path / "rd.svc", rate=1.0, gop=4, fps=FPS, codec=tiny_set, motion="rd")
+    assert [f.motion for f in report.per_frame][0] == "" and {f.motion for f in report.per_frame[1:]} <= {"dis", "zero"}
+    assert len(decode_file(tmp_path / "rd.svc", codec=tiny_set)[0]) == 4  # CRC-checked per frame
+    with pytest.raises(InputError, match="--motion"):
+        encode_frames(lefts, rights, tmp_path / "x.svc", gop=4, fps=FPS, codec=tiny_set, motion="fast")
+    assert not (tmp_path / "x.svc").exists()
+
+
 def test_identical_bytes_across_encodes_and_thread_counts(tmp_path, tiny_set):
     from svcodec.codec.api import decode_file, encode_frames
 

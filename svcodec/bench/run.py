@@ -14,6 +14,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
@@ -142,6 +143,8 @@ def _our_codec(left, right, rate: float, gop: int, fps: Fraction, device: str) -
         # reports one; seconds, within enc_seconds.
         "enc_timings": {k: float(v) for k, v in timings.items()} if timings else None,
         "bit_allocation": allocation,
+        # which motion the encoder kept for how many P-frames (svc encode --motion rd tries several)
+        "p_frame_motion": dict(Counter(f.motion for f in getattr(rep, "per_frame", []) if f.frame_type == "P")),
         "decoded": (list(dec_l), list(dec_r)),
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -13,6 +14,7 @@ from ..container import MOTION_KINDS, FrameType
 
 err = Console(stderr=True)
 out = Console(markup=False, emoji=False, soft_wrap=True)  # file paths verbatim: no markup, no wrapping
+MOTION_WORDS = {"dis": "estimated (DIS) motion", "zero": "zero motion"}
 
 
 def _stop(progress) -> None:
@@ -130,6 +132,9 @@ def print_encode_report(report, as_json: bool) -> None:
         "estimated_bytes": est_total, "real_vs_estimated": report.bytes / est_total - 1,
         "enc_seconds": report.enc_seconds, "enc_fps": report.frames / max(1e-9, report.enc_seconds),
     }
+    motion = Counter(f.motion for f in report.per_frame if f.frame_type == "P")
+    if motion:
+        summary["p_frame_motion"] = dict(sorted(motion.items()))
     if as_json:
         summary["per_frame"] = [vars(f) for f in report.per_frame]
         out.print_json(json.dumps(summary))
@@ -144,6 +149,9 @@ def print_encode_report(report, as_json: bool) -> None:
         f"model estimate {est_total:.0f} B (payload {report.est_bits / 8:.0f} B + container); "
         f"difference {summary['real_vs_estimated'] * 100:+.2f}%"
     )
+    if motion:
+        kept = ", ".join(f"{n} with {MOTION_WORDS.get(k, k)}" for k, n in sorted(motion.items()))
+        out.print(f"  P-frames: {kept}")
 
 
 def print_info(reader, units) -> None:

@@ -25,6 +25,7 @@ from ..entropy import gaussian_tables, scale_to_index
 from ..errors import ModelError
 from ..nn.elic import gaussian_bits
 from ..nn.inter import Reference, StereoInterCodec, code_p_frame
+from ..nn.layers import rd_lambda
 from .intra import hyper_table_ids
 from .substreams import MOTION, TEXTURE, VIEWS, SymbolReader, SymbolWriter
 
@@ -134,6 +135,27 @@ def encode_inter(model: StereoInterCodec, z_tables: dict, x: torch.Tensor, flow:
     side = _EncoderSide(x.contiguous(), flow.contiguous(), z_tables, streams or SymbolWriter())
     x_hat, new_ref = code_p_frame(model, ref, rate, side)
     return InterResult(side.streams.substreams(FrameType.P, model.cfg.slices), x_hat, new_ref, side.est_bits)
+
+
+def rd_cost(x: torch.Tensor, res: InterResult, rate: float) -> float:
+    """lambda * MSE + bits per pixel of one coded stereo P-frame, both views averaged: the trade
+    the training loss makes at this rate, with the real coded bits."""
+    bits = 8 * sum(len(s.data) for s in res.substreams)
+    mse = float(((res.x_hat.clamp(0, 1) - x) ** 2).mean())
+    return rd_lambda(rate) * mse + bits / (x.shape[0] * x.shape[2] * x.shape[3])
+
+
+def encode_inter_best(model: StereoInterCodec, z_tables: dict, x: torch.Tensor, flows: list[torch.Tensor],
+                      ref: Reference, rate: float) -> tuple[InterResult, int]:
+    """Codes the P-frame once per candidate motion field and keeps the one of lowest rd_cost;
+    returns it and its index. The decoder needs no word of the choice: it decodes the flow."""
+    best, best_cost, best_k = None, float("inf"), 0
+    for k, flow in enumerate(flows):
+        res = encode_inter(model, z_tables, x, flow, ref, rate)
+        cost = rd_cost(x, res, rate) if len(flows) > 1 else 0.0
+        if best is None or cost < best_cost:
+            best, best_cost, best_k = res, cost, k
+    return best, best_k
 
 
 @torch.no_grad()

@@ -16,6 +16,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from . import DEFAULT_MOTION, MOTION_SEARCHES
+
 
 class MotionEstimator(Protocol):
     def __call__(self, current: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -54,6 +56,13 @@ class ZeroMotion:
     def __call__(self, current: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         b, _, h, w = current.shape
         return current.new_zeros(b, 2, h, w)
+
+
+def motion_candidates(search: str = DEFAULT_MOTION) -> list[tuple[str, MotionEstimator]]:
+    """(name, estimator) of each motion field the encoder codes and compares per P-frame."""
+    if search not in MOTION_SEARCHES:
+        raise ValueError(f"unknown motion search {search!r} ({', '.join(MOTION_SEARCHES)})")
+    return [(name, make_estimator(name)) for name in MOTION_SEARCHES[search]]
 
 
 def make_estimator(name: str = "dis") -> MotionEstimator:

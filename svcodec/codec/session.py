@@ -28,10 +28,10 @@ from ..container.format import MAX_GOP_SIZE
 from ..entropy import CodingClock
 from ..errors import BitstreamError, InputError, ModelError
 from ..zoo import LoadedIntra, ModelSet, load_inter_of_stream, load_set, load_set_of_stream
-from . import DEFAULT_GOP
-from .inter import decode_inter, encode_inter
+from . import DEFAULT_GOP, DEFAULT_MOTION, MOTION_SEARCHES
+from .inter import decode_inter, encode_inter_best
 from .intra import decode_intra, encode_intra
-from .motion import make_estimator
+from .motion import motion_candidates
 
 ALIGN = 64  # total downsampling of the analysis + hyper-analysis transforms
 
@@ -83,6 +83,7 @@ class FrameStats:
     est_bits: float
     psnr_left: float
     psnr_right: float
+    motion: str = ""  # P-frames: the motion candidate the encoder kept (see motion.MOTION_SEARCHES)
 
 
 @dataclass
@@ -143,7 +144,7 @@ def encode_pairs(
     weights: str | None = None,
     inter_weights: str | None = None,
     codec: ModelSet | LoadedIntra | None = None,
-    motion: str = "dis",
+    motion: str = DEFAULT_MOTION,
     on_frame: Callable[[FrameStats], None] | None = None,
 ) -> EncodeReport:
     """Encode an iterable of (left, right) HxWx3 uint8 RGB frames into `out_path`."""
@@ -151,13 +152,15 @@ def encode_pairs(
         raise InputError(f"--rate must be within 0..3, got {rate}")
     if not 1 <= gop <= MAX_GOP_SIZE:  # the container's limit (a reader holds one GOP in memory)
         raise InputError(f"--gop must be within 1..{MAX_GOP_SIZE}, got {gop}")
+    if motion not in MOTION_SEARCHES:
+        raise InputError(f"--motion must be one of {', '.join(MOTION_SEARCHES)}, got {motion!r}")
     dev = deterministic_inference(device)
     models = as_model_set(codec) or load_set(weights, inter_weights, need_inter=gop > 1, device=str(dev))
     if gop > 1:
         models = _with_inter(models, inter_weights, str(dev))
     else:
         models = ModelSet(models.intra, None)  # an all-intra stream needs only the intra weights
-    estimator = make_estimator(motion) if gop > 1 else None
+    candidates = motion_candidates(motion) if gop > 1 else []
     header = SequenceHeader(
         width=width, height=height, fps_num=fps.numerator, fps_den=fps.denominator, gop_size=gop,
         model_id=models.model_id, model_name=models.name, rate=rate,
@@ -180,22 +183,22 @@ def encode_pairs(
             t_frame = time.perf_counter()
             if index % gop == 0:
                 res = encode_intra(models.intra.model, models.intra.z_tables, x, i_rate)
-                ftype = FrameType.I
+                ftype, motion_used = FrameType.I, ""
                 if models.inter is not None:
                     ref = models.inter.model.reference_from_intra(res.x_hat)
             else:
                 t_me = time.perf_counter()
-                flow = estimator(x, ref.frame)
+                flows = [estimate(x, ref.frame) for _, estimate in candidates]
                 report.timings["motion_estimation"] += time.perf_counter() - t_me
-                res = encode_inter(models.inter.model, models.inter.z_tables, x, flow, ref, rate)
-                ref, ftype = res.reference, FrameType.P
+                res, pick = encode_inter_best(models.inter.model, models.inter.z_tables, x, flows, ref, rate)
+                ref, ftype, motion_used = res.reference, FrameType.P, candidates[pick][0]
             report.timings["networks"] += time.perf_counter() - t_frame
             rec_l, rec_r = to_frames(res.x_hat, height, width)
             au = AccessUnit(index, ftype, frame_crc32(rec_l, rec_r), res.substreams)
             gop_units.append(au)
             sizes = [sum(len(s.data) for s in res.substreams if s.view == v) for v in (0, 1)]
             stats = FrameStats(index, ftype.name, au.payload_bytes(), sizes[0], sizes[1], res.est_bits,
-                               psnr_rgb(left, rec_l), psnr_rgb(right, rec_r))
+                               psnr_rgb(left, rec_l), psnr_rgb(right, rec_r), motion_used)
             report.per_frame.append(stats)
             report.payload_bytes += au.payload_bytes()
             report.est_bits += res.est_bits
@@ -218,7 +221,7 @@ def encode_pairs(
 
 
 def encode_frames(left_frames, right_frames, out_path, *, rate=2.0, gop=DEFAULT_GOP, fps=Fraction(30),
-                  device="cpu", weights=None, inter_weights=None, codec=None, motion="dis") -> EncodeReport:
+                  device="cpu", weights=None, inter_weights=None, codec=None, motion=DEFAULT_MOTION) -> EncodeReport:
     """Convenience wrapper over lists of frames (benchmarks, tests)."""
     if len(left_frames) != len(right_frames):
         raise InputError("left and right have different frame counts")

@@ -52,6 +52,17 @@ class CheckerboardContext(nn.Module):
         return self.conv(anchors)
 
 
+# The MSE weights the rate points were trained for (the paper's 256..2048 for rates 0..3, with
+# [0, 1] pixels): loss = lambda * MSE + bits per pixel.
+RATE_LAMBDAS = (256.0, 512.0, 1024.0, 2048.0)
+
+
+def rd_lambda(rate: torch.Tensor | float) -> torch.Tensor | float:
+    """lambda of a (fractional) rate index, log-linear like the gain interpolation. Training
+    weighs its loss with it, and the encoder's rate-distortion decisions use the same trade."""
+    return RATE_LAMBDAS[0] * (2.0 ** rate)
+
+
 def rate_gain(log_gain: torch.Tensor, rate: torch.Tensor | float) -> torch.Tensor:
     """Gain unit: channel gains (B, C, 1, 1) for rate(s) in [0, R-1] from log-gains (R, C).
     Fractional rates interpolate the log-gains linearly, which is how one model serves any

@@ -38,21 +38,17 @@ from ..nn.elic import gaussian_bits
 from ..nn.hdc import HdcFer
 from ..nn.hdc_em import SKIP_SCALE
 from ..nn.inter import PAPER, SMALL, TINY, InterConfig, StereoInterCodec, code_p_frame, reset_coder_parameters
+from ..nn.layers import RATE_LAMBDAS, rd_lambda
 from ..zoo import load_intra
 from .common import WeightAverage, add_average_arg, clipped_finite, finite_weights, save_atomic
 from .data import DEFAULT_DATA
 from .sequences import ClipSampler, load_clips
 from .train_intra import sample_rates
 
-# Same lambdas as the intra model: P-frame rate r trains at 256 * 2**r (MSE of [0, 1] RGB);
-# the I-frame before them is coded at intra rate r + cfg.i_rate_offset.
-LAMBDA0 = 256.0
+# Same lambdas as the intra model (rd_lambda): P-frame rate r trains at 256 * 2**r (MSE of
+# [0, 1] RGB); the I-frame before them is coded at intra rate r + cfg.i_rate_offset.
 CONFIGS = {"small": SMALL, "paper": PAPER, "tiny": TINY}
 STAGES = ("single", "em", "fer", "full")
-
-
-def lambda_for(rate: torch.Tensor) -> torch.Tensor:
-    return LAMBDA0 * (2.0 ** rate)
 
 
 def _ste_round(x):
@@ -295,7 +291,7 @@ def main(argv=None) -> None:
             "config": cfg.to_dict(), "stage": stage, "variant": variant, "model": model.state_dict(),
             "average": average.state_dict(), "opt": opt.state_dict(),
             "aux_opt": aux_opt.state_dict(), "step": step, "seconds": seconds, "history": history,
-            "lambda0": LAMBDA0, "crop": crop, "batch": args.batch, "frames": args.frames,
+            "lambda0": RATE_LAMBDAS[0], "crop": crop, "batch": args.batch, "frames": args.frames,
             "cascade": args.cascade, "data": str(args.data), "intra": intra.name,
             "intra_id": intra.model_id.hex(), "init": (state or {}).get("init") or args.init,
             "clips": [c.name for c in clips], "device": str(args.device), "runs": runs,
@@ -331,7 +327,7 @@ def main(argv=None) -> None:
             bpp = (side.bits["motion"] + side.bits["context"]) / pixels
             warp_mse = ((side.pred - x) ** 2).mean(dim=(1, 2, 3))
             bpp_loss = (side.bits["motion"] + args.context_rate_weight * side.bits["context"]) / pixels
-            loss = loss + (lambda_for(rate2) * (mse + w_warp * warp_mse) + bpp_loss).mean()
+            loss = loss + (rd_lambda(rate2) * (mse + w_warp * warp_mse) + bpp_loss).mean()
             mses.append(mse.detach())
             wmses.append(warp_mse.detach())
             bpps.append(bpp.detach().mean())

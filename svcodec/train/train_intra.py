@@ -19,13 +19,13 @@ import time
 import torch
 
 from ..nn.elic import PAPER, SMALL, ElicConfig, ElicIntraCodec
+from ..nn.layers import RATE_LAMBDAS as LAMBDAS, rd_lambda as lambda_for
 from ..zoo import load_intra
 from .common import (Budget, Meter, Run, add_common_args, autocast_submodules, budget_minutes,
                      clipped_finite, finite_weights, load_checkpoint, BatchStream, prepare_model, restore_rng,
                      rng_state, save_atomic, to_device, WeightAverage)
 from .data import DEFAULT_DATA, CropSampler, to_unit, training_groups
 
-LAMBDAS = (256.0, 512.0, 1024.0, 2048.0)
 # A few-second network for tests and smoke runs (not for shipping).
 TINY = ElicConfig(N=16, M=32, Nz=16, groups=[8, 8, 16], res_blocks=0)
 CONFIGS = {"small": SMALL, "paper": PAPER, "tiny": TINY}
@@ -33,12 +33,6 @@ CONFIGS = {"small": SMALL, "paper": PAPER, "tiny": TINY}
 AUX_PARAMS = ("entropy_bottleneck.quantiles",)
 
 __all__ = ["LAMBDAS", "lambda_for", "sample_rates", "save_atomic", "main"]
-
-
-def lambda_for(rate: torch.Tensor) -> torch.Tensor:
-    """Log-linear in the rate index, matching the gain interpolation."""
-    lo = torch.tensor(LAMBDAS[0], device=rate.device)
-    return lo * (2.0 ** rate)
 
 
 def sample_rates(n: int, num_rates: int, gen: torch.Generator) -> torch.Tensor:
