@@ -349,6 +349,23 @@ def test_inter_trainer_trains_resumes_and_exports(tmp_path, data_dir):
     assert again["model_id"] == manifest["model_id"]  # the same file as exporting with 0.5 from the checkpoint
 
 
+def test_zero_motion_share_replaces_whole_samples_flow():
+    from svcodec.train.train_inter import with_zero_motion
+
+    flow = torch.randn(8, 2, 4, 4)  # 4 samples, left views first, then right views
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    assert with_zero_motion(flow, 0.0, gen) is flow and torch.equal(gen.get_state(), state)
+    assert not with_zero_motion(flow, 1.0, gen).any()
+    mixed = [with_zero_motion(flow, 0.5, torch.Generator().manual_seed(s)) for s in range(20)]
+    for out in mixed:
+        for i in range(4):  # a sample's two views move or stand still together
+            left, right = out[i], out[4 + i]
+            assert (torch.equal(left, flow[i]) and torch.equal(right, flow[4 + i])) or not (left.any() or right.any())
+    zeroed = sum(not out[i].any() for out in mixed for i in range(4))
+    assert 20 < zeroed < 60  # about half of the 80 samples
+
+
 def test_ablation_variants_configure_the_model():
     """Each ablation variant switches exactly its HDC parts, on top of the stage's."""
     from svcodec.nn.inter import SMALL

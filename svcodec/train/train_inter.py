@@ -171,6 +171,17 @@ def frames_per_view(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x[:, 0], x[:, 1]], dim=0)
 
 
+def with_zero_motion(flow: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
+    """flow (2B, 2, h, w), views stacked as frames_per_view does: each sample's flow (both views
+    alike, as the encoder decides per frame pair) is replaced by zero motion with probability
+    `share`. Why: `svc encode --motion rd` keeps zero motion for most P-frames of real footage,
+    a case training on DIS flow alone never shows the networks. share 0 draws no random numbers."""
+    if share <= 0:
+        return flow
+    moving = (torch.rand(flow.shape[0] // 2, generator=gen) >= share).to(flow.dtype).repeat(2)
+    return flow * moving.to(flow.device).view(-1, 1, 1, 1)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", type=Path, required=True)
@@ -196,6 +207,9 @@ def main(argv=None) -> None:
     ap.add_argument("--decoder-noise", type=float, default=0.5,
                     help="share of steps whose decoders see noisy latents instead of rounded ones "
                          "(see TrainingSide; 0: always rounded, as the codec)")
+    ap.add_argument("--zero-motion", type=float, default=0.0,
+                    help="share of samples whose P-frames train with zero motion instead of the DIS flow "
+                         "(the encoder's --motion rd often keeps zero motion; see with_zero_motion)")
     ap.add_argument("--save-minutes", type=float, default=3.0)
     ap.add_argument("--log-seconds", type=float, default=30.0, help="log line interval")
     ap.add_argument("--threads", type=int, default=2)
@@ -320,7 +334,8 @@ def main(argv=None) -> None:
         mses, bpps, bpp_mv, wmses = [], [], [], []
         for t in range(1, seq.shape[1]):
             x = frames_per_view(seq[:, t])
-            side = TrainingSide(x, flow_of(x, ref.frame.detach()), noisy_decoder)
+            flow = with_zero_motion(flow_of(x, ref.frame.detach()), args.zero_motion, gen)
+            side = TrainingSide(x, flow, noisy_decoder)
             x_hat, ref = code_p_frame(model, ref, rate2, side)
             mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
             pixels = x.shape[2] * x.shape[3]
