@@ -176,8 +176,8 @@ def main():
 @click.option("--gop", type=int, default=DEFAULT_GOP, show_default=True, help="Frames per GOP: one I-frame pair, then P-frame pairs predicted from the previous frame and the other view; every GOP decodes on its own (seek granularity). 1 = all-intra. Longer GOPs spend fewer bits, but the P-frame quality drifts down along a GOP (even on static footage); 16 measured better than 32 on every clip tried.")
 @click.option("--motion", type=click.Choice(list(MOTION_SEARCHES)), default=DEFAULT_MOTION, show_default=True,
               help="Motion for P-frames: 'rd' codes each P-frame with the estimated (DIS optical flow) "
-                   "motion and with zero motion and keeps the cheaper in rate-distortion cost (about twice "
-                   "the P-frame encode time; the decoder's work is unchanged); 'dis' or 'zero' code one.")
+                   "motion and with zero motion and keeps the cheaper in rate-distortion cost (1.4-2.7x the "
+                   "P-frame encode time; the decoder's work is unchanged); 'dis' or 'zero' code one.")
 @click.option("--frames", type=int, default=None, help="Encode only the first N frame pairs.")
 @click.option("--fps", default=None, help="Frame rate for image-folder input (e.g. 30 or 30000/1001).")
 @click.option("--device", type=DEVICE, default="cpu", show_default=True)
