@@ -140,6 +140,7 @@ def test_rd_motion_keeps_the_candidate_of_lowest_rate_distortion_cost(tmp_path, 
     lefts, rights = moving_clip(4)
     report = encode_frames(lefts, rights, tmp_path / "rd.svc", rate=1.0, gop=4, fps=FPS, codec=tiny_set, motion="rd")
     assert [f.motion for f in report.per_frame][0] == "" and {f.motion for f in report.per_frame[1:]} <= {"dis", "zero"}
+    assert sum(report.p_frame_motion.values()) == 3 and set(report.p_frame_motion) <= {"dis", "zero"}
     assert len(decode_file(tmp_path / "rd.svc", codec=tiny_set)[0]) == 4  # CRC-checked per frame
     with pytest.raises(InputError, match="--motion"):
         encode_frames(lefts, rights, tmp_path / "x.svc", gop=4, fps=FPS, codec=tiny_set, motion="fast")

@@ -14,7 +14,6 @@ import resource
 import sys
 import tempfile
 import time
-from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
@@ -144,7 +143,7 @@ def _our_codec(left, right, rate: float, gop: int, fps: Fraction, device: str) -
         "enc_timings": {k: float(v) for k, v in timings.items()} if timings else None,
         "bit_allocation": allocation,
         # which motion the encoder kept for how many P-frames (svc encode --motion rd tries several)
-        "p_frame_motion": dict(Counter(f.motion for f in getattr(rep, "per_frame", []) if f.frame_type == "P")),
+        "p_frame_motion": getattr(rep, "p_frame_motion", None),
         "decoded": (list(dec_l), list(dec_r)),
     }
 

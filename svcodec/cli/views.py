@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -132,9 +131,9 @@ def print_encode_report(report, as_json: bool) -> None:
         "estimated_bytes": est_total, "real_vs_estimated": report.bytes / est_total - 1,
         "enc_seconds": report.enc_seconds, "enc_fps": report.frames / max(1e-9, report.enc_seconds),
     }
-    motion = Counter(f.motion for f in report.per_frame if f.frame_type == "P")
+    motion = report.p_frame_motion
     if motion:
-        summary["p_frame_motion"] = dict(sorted(motion.items()))
+        summary["p_frame_motion"] = motion
     if as_json:
         summary["per_frame"] = [vars(f) for f in report.per_frame]
         out.print_json(json.dumps(summary))
@@ -150,7 +149,7 @@ def print_encode_report(report, as_json: bool) -> None:
         f"difference {summary['real_vs_estimated'] * 100:+.2f}%"
     )
     if motion:
-        kept = ", ".join(f"{n} with {MOTION_WORDS.get(k, k)}" for k, n in sorted(motion.items()))
+        kept = ", ".join(f"{n} with {MOTION_WORDS.get(k, k)}" for k, n in motion.items())
         out.print(f"  P-frames: {kept}")
 
 

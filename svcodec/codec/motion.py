@@ -59,9 +59,8 @@ class ZeroMotion:
 
 
 def motion_candidates(search: str = DEFAULT_MOTION) -> list[tuple[str, MotionEstimator]]:
-    """(name, estimator) of each motion field the encoder codes and compares per P-frame."""
-    if search not in MOTION_SEARCHES:
-        raise ValueError(f"unknown motion search {search!r} ({', '.join(MOTION_SEARCHES)})")
+    """(name, estimator) of each motion field the encoder codes and compares per P-frame
+    (encode_pairs has checked `search`)."""
     return [(name, make_estimator(name)) for name in MOTION_SEARCHES[search]]
 
 

@@ -13,6 +13,7 @@ weights fix the offset), as the paper and DCVC do.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -105,6 +106,11 @@ class EncodeReport:
     @property
     def bpp(self) -> float:
         return self.bytes * 8 / max(1, 2 * self.width * self.height * self.frames)
+
+    @property
+    def p_frame_motion(self) -> dict[str, int]:
+        """How many P-frames kept which motion candidate (empty for an all-intra stream)."""
+        return dict(sorted(Counter(f.motion for f in self.per_frame if f.frame_type == "P").items()))
 
     @property
     def psnr(self) -> float:
