@@ -19,7 +19,7 @@ import time
 import torch
 
 from ..nn.elic import PAPER, SMALL, ElicConfig, ElicIntraCodec
-from ..nn.layers import RATE_LAMBDAS as LAMBDAS, rd_lambda as lambda_for
+from ..nn.layers import RATE_LAMBDAS, rd_lambda
 from ..zoo import load_intra
 from .common import (Budget, Meter, Run, add_common_args, autocast_submodules, budget_minutes,
                      clipped_finite, finite_weights, load_checkpoint, BatchStream, prepare_model, restore_rng,
@@ -32,7 +32,7 @@ CONFIGS = {"small": SMALL, "paper": PAPER, "tiny": TINY}
 # The entropy bottleneck's quantiles are trained by their own auxiliary loss.
 AUX_PARAMS = ("entropy_bottleneck.quantiles",)
 
-__all__ = ["LAMBDAS", "lambda_for", "sample_rates", "save_atomic", "main"]
+__all__ = ["sample_rates", "save_atomic", "main"]
 
 
 def sample_rates(n: int, num_rates: int, gen: torch.Generator) -> torch.Tensor:
@@ -122,7 +122,7 @@ def main(argv=None) -> None:
                 {"config": cfg.to_dict(), "model": model.state_dict(), "average": average.state_dict(),
                  "opt": opt.state_dict(),
                  "aux_opt": aux_opt.state_dict(), "step": step, "seconds": seconds,
-                 "lambdas": LAMBDAS, "crop": crop, "batch": batch * run.world, "data": str(args.data),
+                 "lambdas": RATE_LAMBDAS, "crop": crop, "batch": batch * run.world, "data": str(args.data),
                  "init": (state or {}).get("init") or args.init, "rng": rng,
                  "device": torch.cuda.get_device_name(run.device) if cuda else "cpu",
                  "format": 2},
@@ -140,7 +140,7 @@ def main(argv=None) -> None:
         pixels = x.shape[2] * x.shape[3]
         mse = ((out["x_hat"] - x) ** 2).mean(dim=(1, 2, 3))
         bpp = (out["y_bits"] + out["z_bits"]) / pixels
-        loss = (lambda_for(rate) * mse + bpp).mean()
+        loss = (rd_lambda(rate) * mse + bpp).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         finite = clipped_finite([main_params], 1.0)  # a non-finite step is dropped, not applied
