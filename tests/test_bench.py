@@ -279,7 +279,10 @@ def test_driver_measures_both_svcodec_variants_through_the_api(tmp_path, monkeyp
 
     from svcodec.bench.run import main
 
-    def encode_frames(left, right, out_path, rate, gop, fps=Fraction(30), device="cpu"):
+    refines = []
+
+    def encode_frames(left, right, out_path, rate, gop, fps=Fraction(30), device="cpu", refine=0):
+        refines.append(refine)
         _write_fake_svc(left, right, out_path, rate, gop)
         # Only the GOP coder reports a time split, so both report paths are exercised.
         timings = {"networks": 0.5, "motion_estimation": 0.25, "entropy_coding": 0.125} if gop > 1 else None
@@ -320,6 +323,15 @@ def test_driver_measures_both_svcodec_variants_through_the_api(tmp_path, monkeyp
     assert "## svcodec: where the bits go" in md and "| clip | svcodec | 0 | 1 / 2 |" in md
     assert "| 100.00 / 100.00 / 100.00 |" in md
     assert "0.50 (" in md and "not reported" in md
+    assert refines == [0, 0, 0, 0]
+    # --refine N adds svcodec-refine rows, coded with that many steps at the same GOP
+    out = tmp_path / "out_refine"
+    assert main(["--data", str(clip), "--frames", "3", "--rates", "0,1", "--anchors", "", "--no-svcodec-intra",
+                 "--refine", "7", "--out", str(out)]) == 0
+    rows = json.loads((out / "bench.json").read_text())["results"]
+    assert [(r["codec"], r["q"], r["coded_gop"]) for r in rows] == [
+        ("svcodec", 0, 3), ("svcodec", 1, 3), ("svcodec-refine", 0, 3), ("svcodec-refine", 1, 3)]
+    assert refines[4:] == [0, 0, 7, 7]
 
 
 def test_driver_at_gop_1_runs_svcodec_once(tmp_path, monkeypatch):

@@ -112,7 +112,8 @@ def test_rd_motion_keeps_the_candidate_of_lowest_rate_distortion_cost(tmp_path, 
     """--motion rd codes a P-frame once per motion field and keeps the one of lowest
     lambda * MSE + bpp, whatever order the candidates come in; its stream decodes exactly."""
     from svcodec.codec.api import decode_file, encode_frames
-    from svcodec.codec.inter import encode_inter, encode_inter_best, rd_cost
+    from svcodec.codec.inter import encode_inter, encode_inter_best
+    from svcodec.codec.rdo import rd_cost
     from svcodec.codec.intra import encode_intra
     from svcodec.codec.session import to_tensor
     from svcodec.errors import InputError

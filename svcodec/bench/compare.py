@@ -15,6 +15,7 @@ PRIMARY_ANCHOR = "x265"  # per view, low-delay P: what every codec is compared w
 EXTRA_ANCHORS = {
     "svcodec": ("x265-intra", "sbs", "x265-444", "svcodec-intra", REF_PREFIX + "mvhevc", REF_PREFIX + "htm_ldp"),
     "svcodec-intra": ("x265-intra", "x265-intra-444"),
+    "svcodec-refine": ("svcodec",),  # svc encode --refine N against the same encoder without it
 }
 
 # quality key of a comparison -> (row field, conversion to a dB scale the BD integral runs over)

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import anchors as anc
-from ..codec import DEFAULT_GOP
+from ..codec import DEFAULT_GOP, MAX_REFINE_STEPS
 from ..metrics import measure_stereo, psnr_rgb
 from .bitshare import bit_allocation
 from .bdrate import MIN_OVERLAP_DB
@@ -113,16 +113,16 @@ def _peak_rss_mb() -> float:
 
 # svcodec runs as two codecs: its GOP coder (I, P, P, ...) and all-intra, so the gain of its
 # P-frames is measured on the same frames, by the same build.
-SVCODEC, SVCODEC_INTRA = "svcodec", "svcodec-intra"
+SVCODEC, SVCODEC_INTRA, SVCODEC_REFINE = "svcodec", "svcodec-intra", "svcodec-refine"
 
 
-def _our_codec(left, right, rate: float, gop: int, fps: Fraction, device: str) -> dict:
+def _our_codec(left, right, rate: float, gop: int, fps: Fraction, device: str, refine: int = 0) -> dict:
     from svcodec.codec.api import decode_file, encode_frames
 
     with tempfile.TemporaryDirectory(prefix="svc_bench_") as tmp:
         path = os.path.join(tmp, "clip.svc")
         t0 = time.perf_counter()
-        rep = encode_frames(left, right, path, rate=rate, gop=gop, fps=fps, device=device)
+        rep = encode_frames(left, right, path, rate=rate, gop=gop, fps=fps, device=device, refine=refine)
         enc_s = time.perf_counter() - t0
         size = os.path.getsize(path)  # everything in the container counts
         allocation = bit_allocation(path)
@@ -244,6 +244,9 @@ def _rates(s: str) -> list:
 @click.option("--rates", default="0,1,2,3", show_default=True, help="svcodec rate points ('' = skip svcodec).")
 @click.option("--svcodec-intra/--no-svcodec-intra", "with_intra", default=True, show_default=True,
               help=f"Also run svcodec all-intra (GOP 1) at every rate point, as codec '{SVCODEC_INTRA}'.")
+@click.option("--refine", type=click.IntRange(0, MAX_REFINE_STEPS), default=0, show_default=True, metavar="N",
+              help=f"Also run svcodec with `svc encode --refine N` (same GOP) at every rate point, as codec "
+                   f"'{SVCODEC_REFINE}', compared with plain svcodec. Slow: 20 steps took 6-13x the encode time.")
 @click.option("--qps", default="22,27,32,37", show_default=True, help="Anchor QPs.")
 @click.option("--anchors", "anchor_names", default="x265,x265-intra,x264,sbs,x265-444", show_default=True,
               help=f"Classical anchors among {','.join(anc.ANCHORS)} ('' = none).")
@@ -258,7 +261,7 @@ def _rates(s: str) -> list:
               help="An earlier bench.json: rows of codecs this run does not measure (same clip and frame "
                    "count) are taken from it, marked 'reused', so only the changed codec need be rerun.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench_out"), show_default=True)
-def bench_command(data, pairs, frames, gop, rates, with_intra, qps, anchor_names, anchor_json, mvhevc_cmd,
+def bench_command(data, pairs, frames, gop, rates, with_intra, refine, qps, anchor_names, anchor_json, mvhevc_cmd,
                   device, fps, no_msssim, reuse, out):
     """Rate-distortion benchmark: svcodec vs x265/x264 anchors on stereo clips."""
     clips = find_clips(data, pairs)
@@ -285,7 +288,8 @@ def bench_command(data, pairs, frames, gop, rates, with_intra, qps, anchor_names
     rows, clip_meta = [], {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
-        n_jobs = len(clips) * (len(rate_list) * (1 + with_intra) + len(qp_list) * (len(names) + bool(mvhevc_cmd)))
+        n_jobs = len(clips) * (len(rate_list) * (1 + with_intra + bool(refine))
+                               + len(qp_list) * (len(names) + bool(mvhevc_cmd)))
         task = progress.add_task("bench", total=n_jobs)
         for clip, ldir, rdir in clips:
             left, right = load_views(ldir, rdir, frames)
@@ -308,6 +312,9 @@ def bench_command(data, pairs, frames, gop, rates, with_intra, qps, anchor_names
                          for r in rate_list]
             elif with_intra and rate_list:
                 progress.advance(task, len(rate_list))
+            if refine:
+                jobs += [(SVCODEC_REFINE, r, g, lambda r=r: _our_codec(left, right, r, g, fps_f, device, refine))
+                         for r in rate_list]
             for codec, q, coded_gop, fn in jobs:
                 progress.update(task, description=f"{clip} {codec} {q}")
                 try:

@@ -1,5 +1,6 @@
 """The codec loop: I-frame coding (intra.py), P-frame coding (inter.py), the substream layout
-(substreams.py), motion estimation (motion.py) and the sequence encoder/decoder (session.py)."""
+(substreams.py), motion estimation (motion.py), the encoder's rate-distortion cost (rdo.py) and
+latent refinement (refine.py), and the sequence encoder/decoder (session.py)."""
 
 # Default intra period (svc encode --gop, svc bench). The P-frame model's quality drifts down
 # along a GOP, on static footage too (about 0.1 dB per frame at rate 0 on hand-held footage), so a
@@ -18,3 +19,7 @@ DEFAULT_GOP = 16
 # scene -19.9 %; on surgical footage it kept DIS for every P-frame (same stream).
 MOTION_SEARCHES = {"rd": ("dis", "zero"), "dis": ("dis",), "zero": ("zero",)}
 DEFAULT_MOTION = "rd"
+
+# svc encode --refine N: N gradient steps on each frame's latents (codec/refine.py). 0, the
+# default, keeps encoding fast; the limit only guards against typos that would run for days.
+MAX_REFINE_STEPS = 1000

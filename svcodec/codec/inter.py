@@ -24,9 +24,10 @@ from ..container import FrameType, Substream
 from ..entropy import gaussian_tables, scale_to_index
 from ..errors import ModelError
 from ..nn.elic import gaussian_bits
-from ..nn.inter import Reference, StereoInterCodec, code_p_frame
-from ..nn.layers import rd_lambda
+from ..nn.inter import Reference, StereoInterCodec, code_context, code_motion, code_p_frame
 from .intra import hyper_table_ids
+from .rdo import rd_cost
+from .refine import refine_context
 from .substreams import MOTION, TEXTURE, VIEWS, SymbolReader, SymbolWriter
 
 CODER = {"motion": MOTION, "context": TEXTURE}  # code_p_frame's coder names -> substream kind
@@ -46,18 +47,27 @@ def z_medians(eb) -> torch.Tensor:
 
 
 class _EncoderSide:
-    def __init__(self, x: torch.Tensor, flow: torch.Tensor, z_tables: dict, streams: SymbolWriter):
+    """given: {kind: (y, z)} latents to code instead of the analysis transforms' own."""
+
+    def __init__(self, x: torch.Tensor, flow: torch.Tensor, z_tables: dict, streams: SymbolWriter,
+                 given: dict | None = None):
         self.x, self.flow, self.z_tables, self.streams = x, flow, z_tables, streams
+        self.given = given or {}
         self.est_bits = 0.0
+        self.latents: dict[str, list[torch.Tensor]] = {}  # kind -> [y, z] as coded
 
     def latent(self, kind, fn):
-        y = fn()
+        y = self.given[kind][0] if kind in self.given else fn()
         if not torch.isfinite(y).all():
             raise ModelError("the model produced non-finite latents (broken weights?)")
+        self.latents[kind] = [y]
         return y
 
     def hyper(self, kind, fn, eb, shape):
-        z = fn()
+        z = self.given[kind][1] if kind in self.given else fn()
+        if not torch.isfinite(z).all():
+            raise ModelError("the model produced non-finite latents (broken weights?)")
+        self.latents[kind].append(z)
         med = z_medians(eb)
         zq = torch.round(z - med)
         zqn = zq.to(torch.int64).cpu().numpy()
@@ -129,32 +139,38 @@ class _SliceReader:
 
 @torch.no_grad()
 def encode_inter(model: StereoInterCodec, z_tables: dict, x: torch.Tensor, flow: torch.Tensor,
-                 ref: Reference, rate: float, streams: SymbolWriter | None = None) -> InterResult:
+                 ref: Reference, rate: float, streams: SymbolWriter | None = None,
+                 given: dict | None = None) -> InterResult:
     """x: (2, 3, H, W) in [0, 1] (H, W multiples of 64); flow: (2, 2, H, W) from the motion
-    estimator against ref.frame."""
-    side = _EncoderSide(x.contiguous(), flow.contiguous(), z_tables, streams or SymbolWriter())
+    estimator against ref.frame. given: {"context": (y, z)} latents to code instead of the
+    analysis transforms' own (refine.py)."""
+    side = _EncoderSide(x.contiguous(), flow.contiguous(), z_tables, streams or SymbolWriter(), given)
     x_hat, new_ref = code_p_frame(model, ref, rate, side)
     return InterResult(side.streams.substreams(FrameType.P, model.cfg.slices), x_hat, new_ref, side.est_bits)
 
 
-def rd_cost(x: torch.Tensor, res: InterResult, rate: float) -> float:
-    """lambda * MSE + bits per pixel of one coded stereo P-frame, both views averaged: the trade
-    the training loss makes at this rate, with the real coded bits."""
-    bits = 8 * sum(len(s.data) for s in res.substreams)
-    mse = float(((res.x_hat.clamp(0, 1) - x) ** 2).mean())
-    return rd_lambda(rate) * mse + bits / (x.shape[0] * x.shape[2] * x.shape[3])
-
-
 def encode_inter_best(model: StereoInterCodec, z_tables: dict, x: torch.Tensor, flows: list[torch.Tensor],
-                      ref: Reference, rate: float) -> tuple[InterResult, int]:
+                      ref: Reference, rate: float, refine_steps: int = 0,
+                      visible: tuple[int, int] | None = None) -> tuple[InterResult, int]:
     """Codes the P-frame once per candidate motion field and keeps the one of lowest rd_cost;
-    returns it and its index. The decoder needs no word of the choice: it decodes the flow."""
+    returns it and its index. The decoder needs no word of the choice: it decodes the flow.
+    With refine_steps > 0 the kept candidate's context latents are then refined (refine.py),
+    and the refined coding is kept where its cost is lower."""
     best, best_cost, best_k = None, float("inf"), 0
     for k, flow in enumerate(flows):
         res = encode_inter(model, z_tables, x, flow, ref, rate)
-        cost = rd_cost(x, res, rate) if len(flows) > 1 else 0.0
+        cost = rd_cost(x, res, rate, visible) if len(flows) > 1 or refine_steps > 0 else 0.0
         if best is None or cost < best_cost:
             best, best_cost, best_k = res, cost, k
+    if refine_steps > 0:
+        with torch.no_grad():  # the chosen motion's contexts and the analysis transform's latents
+            side = _EncoderSide(x.contiguous(), flows[best_k].contiguous(), z_tables, SymbolWriter())
+            ctx = code_motion(model, ref, rate, side)
+            code_context(model, ctx, rate, side)
+        y, z = refine_context(model, ctx, x, rate, *side.latents["context"], refine_steps, visible)
+        refined = encode_inter(model, z_tables, x, flows[best_k], ref, rate, given={"context": (y, z)})
+        if rd_cost(x, refined, rate, visible) < best_cost:
+            best = refined
     return best, best_k
 
 

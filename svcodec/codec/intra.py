@@ -19,6 +19,8 @@ from ..entropy import gaussian_tables, scale_to_index
 from ..errors import ModelError
 from ..nn.elic import ElicIntraCodec, gaussian_bits
 from ..nn.layers import checkerboard_mask
+from .rdo import rd_cost
+from .refine import refine_intra
 from .substreams import TEXTURE, VIEWS, SymbolReader, SymbolWriter
 
 
@@ -81,13 +83,18 @@ def hyper_table_ids(shape) -> np.ndarray:
 
 @torch.no_grad()
 def encode_intra(model: ElicIntraCodec, z_tables, x: torch.Tensor, rate: float,
-                 streams: SymbolWriter | None = None) -> IntraResult:
-    """x: (2, 3, H, W) in [0, 1], H and W multiples of 64."""
+                 streams: SymbolWriter | None = None, latents: tuple[torch.Tensor, torch.Tensor] | None = None
+                 ) -> IntraResult:
+    """x: (2, 3, H, W) in [0, 1], H and W multiples of 64. latents: (y, z) to code instead of
+    the analysis transforms' own (refine.py)."""
     streams = streams or SymbolWriter()
-    y = model.analysis(x.contiguous(), rate)
-    if not torch.isfinite(y).all():
+    if latents is None:
+        y = model.analysis(x.contiguous(), rate)
+        z = model.h_a(y)
+    else:
+        y, z = latents
+    if not (torch.isfinite(y).all() and torch.isfinite(z).all()):
         raise ModelError("the model produced non-finite latents (broken weights?)")
-    z = model.h_a(y)
     med = model.z_medians().view(1, -1, 1, 1)
     zq = torch.round(z - med)
     zqn = zq.to(torch.int64).cpu().numpy()
@@ -99,6 +106,17 @@ def encode_intra(model: ElicIntraCodec, z_tables, x: torch.Tensor, rate: float,
     _, z_lik = model.entropy_bottleneck(z, training=False)
     est = coder.est_bits + float(-torch.log2(z_lik).sum())
     return IntraResult(streams.substreams(FrameType.I, len(model.cfg.groups)), model.synthesis(y_hat, rate).clamp(0, 1), est)
+
+
+def encode_intra_refined(model: ElicIntraCodec, z_tables, x: torch.Tensor, rate: float, steps: int,
+                         visible: tuple[int, int] | None = None) -> IntraResult:
+    """encode_intra, with `steps` steps of latent refinement when steps > 0; keeps the
+    refined coding only where its real rate-distortion cost is lower."""
+    plain = encode_intra(model, z_tables, x, rate)
+    if steps <= 0:
+        return plain
+    refined = encode_intra(model, z_tables, x, rate, latents=refine_intra(model, x, rate, steps, visible))
+    return min((refined, plain), key=lambda r: rd_cost(x, r, rate, visible))
 
 
 @torch.no_grad()

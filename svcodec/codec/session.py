@@ -29,9 +29,9 @@ from ..container.format import MAX_GOP_SIZE
 from ..entropy import CodingClock
 from ..errors import BitstreamError, InputError, ModelError
 from ..zoo import LoadedIntra, ModelSet, load_inter_of_stream, load_set, load_set_of_stream
-from . import DEFAULT_GOP, DEFAULT_MOTION, MOTION_SEARCHES
+from . import DEFAULT_GOP, DEFAULT_MOTION, MAX_REFINE_STEPS, MOTION_SEARCHES
 from .inter import decode_inter, encode_inter_best
-from .intra import decode_intra, encode_intra
+from .intra import decode_intra, encode_intra_refined
 from .motion import motion_candidates
 
 ALIGN = 64  # total downsampling of the analysis + hyper-analysis transforms
@@ -151,6 +151,7 @@ def encode_pairs(
     inter_weights: str | None = None,
     codec: ModelSet | LoadedIntra | None = None,
     motion: str = DEFAULT_MOTION,
+    refine: int = 0,
     on_frame: Callable[[FrameStats], None] | None = None,
 ) -> EncodeReport:
     """Encode an iterable of (left, right) HxWx3 uint8 RGB frames into `out_path`."""
@@ -160,6 +161,8 @@ def encode_pairs(
         raise InputError(f"--gop must be within 1..{MAX_GOP_SIZE}, got {gop}")
     if motion not in MOTION_SEARCHES:
         raise InputError(f"--motion must be one of {', '.join(MOTION_SEARCHES)}, got {motion!r}")
+    if not 0 <= refine <= MAX_REFINE_STEPS:
+        raise InputError(f"--refine must be within 0..{MAX_REFINE_STEPS}, got {refine}")
     dev = deterministic_inference(device)
     models = as_model_set(codec) or load_set(weights, inter_weights, need_inter=gop > 1, device=str(dev))
     if gop > 1:
@@ -188,7 +191,8 @@ def encode_pairs(
             x = to_tensor(left, right, dev)
             t_frame = time.perf_counter()
             if index % gop == 0:
-                res = encode_intra(models.intra.model, models.intra.z_tables, x, i_rate)
+                res = encode_intra_refined(models.intra.model, models.intra.z_tables, x, i_rate, refine,
+                                           (height, width))
                 ftype, motion_used = FrameType.I, ""
                 if models.inter is not None:
                     ref = models.inter.model.reference_from_intra(res.x_hat)
@@ -196,7 +200,8 @@ def encode_pairs(
                 t_me = time.perf_counter()
                 flows = [estimate(x, ref.frame) for _, estimate in candidates]
                 report.timings["motion_estimation"] += time.perf_counter() - t_me
-                res, pick = encode_inter_best(models.inter.model, models.inter.z_tables, x, flows, ref, rate)
+                res, pick = encode_inter_best(models.inter.model, models.inter.z_tables, x, flows, ref, rate,
+                                              refine, (height, width))
                 ref, ftype, motion_used = res.reference, FrameType.P, candidates[pick][0]
             report.timings["networks"] += time.perf_counter() - t_frame
             rec_l, rec_r = to_frames(res.x_hat, height, width)
@@ -227,14 +232,15 @@ def encode_pairs(
 
 
 def encode_frames(left_frames, right_frames, out_path, *, rate=2.0, gop=DEFAULT_GOP, fps=Fraction(30),
-                  device="cpu", weights=None, inter_weights=None, codec=None, motion=DEFAULT_MOTION) -> EncodeReport:
+                  device="cpu", weights=None, inter_weights=None, codec=None, motion=DEFAULT_MOTION,
+                  refine=0) -> EncodeReport:
     """Convenience wrapper over lists of frames (benchmarks, tests)."""
     if len(left_frames) != len(right_frames):
         raise InputError("left and right have different frame counts")
     h, w = left_frames[0].shape[:2]
     return encode_pairs(zip(left_frames, right_frames), out_path, width=w, height=h, fps=fps,
                         rate=rate, gop=gop, device=device, weights=weights, inter_weights=inter_weights,
-                        codec=codec, motion=motion)
+                        codec=codec, motion=motion, refine=refine)
 
 
 def open_stream(path: str | Path, weights: str | None = None, device: str = "cpu",

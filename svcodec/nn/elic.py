@@ -20,7 +20,7 @@ import torch
 from .factorized_prior import FactorizedPrior
 from torch import nn
 
-from .layers import conv, deconv, rate_gain, ResidualBottleneck, checkerboard_mask, CheckerboardContext
+from .layers import conv, deconv, rate_gain, ResidualBottleneck, checkerboard_mask, CheckerboardContext, ste_round
 
 # Smallest Gaussian scale the model may predict; the entropy coder's scale table starts here too.
 SCALE_MIN = 0.11
@@ -144,37 +144,39 @@ class ElicIntraCodec(nn.Module):
         mu, scale = self.param_agg[k](torch.cat(feats, dim=1)).chunk(2, dim=1)
         return mu, scale.abs().clamp(SCALE_MIN, SCALE_MAX)
 
-    # -- training forward --------------------------------------------------------------
-    def forward(self, x: torch.Tensor, rate: torch.Tensor) -> dict:
-        """Differentiable pass: noise for the rate terms, straight-through rounding for what
-        the decoder sees (mean-shifted rounding as in Eq. 5 of the paper)."""
-        y = self.analysis(x, rate)
-        z = self.h_a(y)
-        z_hat, z_lik = self.entropy_bottleneck(z)
-        hyper = self.h_s(z_hat)
-        y_slices = self.split(y)
+    # -- differentiable passes (training, encoder-side refinement) ----------------------
+    def code_slices(self, y: torch.Tensor, hyper: torch.Tensor, noisy_rate: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slice loop with straight-through rounding for what the decoder sees (mean-shifted
+        rounding, Eq. 5 of the paper). Returns (y_hat, bits per sample). The rate is priced at
+        y plus uniform noise (training: a smooth proxy) or at the rounded values themselves
+        (refinement: the bits the coder will spend)."""
         decoded, y_bits = [], []
-        for k, y_k in enumerate(y_slices):
+        for k, y_k in enumerate(self.split(y)):
             mask = checkerboard_mask(y_k)
             mu_a, sc_a = self.slice_params(k, hyper, decoded, None)
-            anchors = _ste_round(y_k - mu_a) + mu_a
+            anchors = ste_round(y_k - mu_a) + mu_a
             mu_n, sc_n = self.slice_params(k, hyper, decoded, anchors * mask)
             mu = mu_a * mask + mu_n * (1 - mask)
             sc = sc_a * mask + sc_n * (1 - mask)
-            noisy = y_k + torch.empty_like(y_k).uniform_(-0.5, 0.5)
-            y_bits.append(gaussian_bits(noisy, mu, sc))
-            decoded.append(_ste_round(y_k - mu) + mu)
-        y_hat = torch.cat(decoded, dim=1)
+            rounded = ste_round(y_k - mu) + mu
+            priced = y_k + torch.empty_like(y_k).uniform_(-0.5, 0.5) if noisy_rate else rounded
+            y_bits.append(gaussian_bits(priced, mu, sc).sum(dim=(1, 2, 3)))
+            decoded.append(rounded)
+        return torch.cat(decoded, dim=1), sum(y_bits)
+
+    def forward(self, x: torch.Tensor, rate: torch.Tensor) -> dict:
+        """Training pass: noise for the rate terms, straight-through rounding for what the
+        decoder sees."""
+        y = self.analysis(x, rate)
+        z = self.h_a(y)
+        z_hat, z_lik = self.entropy_bottleneck(z)
+        y_hat, y_bits = self.code_slices(y, self.h_s(z_hat), noisy_rate=True)
         x_hat = self.synthesis(y_hat, rate)
         return {
             "x_hat": x_hat,
-            "y_bits": sum(b.sum(dim=(1, 2, 3)) for b in y_bits),
+            "y_bits": y_bits,
             "z_bits": (-torch.log2(z_lik)).sum(dim=(1, 2, 3)),
         }
-
-
-def _ste_round(x: torch.Tensor) -> torch.Tensor:
-    return x + (torch.round(x) - x).detach()
 
 
 def gaussian_bits(v: torch.Tensor, mu: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -249,24 +249,37 @@ def code_p_frame(model: StereoInterCodec, ref: Reference, rate, side) -> tuple[t
     side.slices(kind, y_or_none) -> a coder for SliceEntropyModel.run,
     side.prediction(pred): sees the motion-compensated prediction (training's warping loss).
     kind is "motion" or "context". Returns (x_hat, new reference)."""
-    mc, cc = model.motion, model.context
-    g_mv = rate_gain(model.log_gain_mv, rate)
-    g = rate_gain(model.log_gain, rate)
-    h, w = ref.frame.shape[-2:]
-    lat = (ref.frame.shape[0], h // 16, w // 16)
+    ctx = code_motion(model, ref, rate, side)
+    return code_context(model, ctx, rate, side)
 
+
+def _latent_shape(ref_frame: torch.Tensor, channels: int, down: int) -> tuple[int, int, int, int]:
+    h, w = ref_frame.shape[-2:]
+    return (ref_frame.shape[0], channels, h // down, w // down)
+
+
+def code_motion(model: StereoInterCodec, ref: Reference, rate, side) -> tuple[torch.Tensor, ...]:
+    """First half of a P-frame: motion coding and compensation. Returns the contexts
+    (Ctx1, Ctx2, Ctx3, motion-compensated prediction) the context coder works with."""
+    mc = model.motion
+    g_mv = rate_gain(model.log_gain_mv, rate)
     y_mv = side.latent("motion", lambda: mc.analysis(side.flow) * g_mv)
     z_mv = side.hyper("motion", None if y_mv is None else (lambda: mc.h_a(y_mv)), mc.entropy_bottleneck,
-                      (lat[0], model.cfg.Nz_mv, h // 64, w // 64))
+                      _latent_shape(ref.frame, model.cfg.Nz_mv, 64))
     y_mv_hat = mc.em.run(mc.h_s(z_mv), side.slices("motion", y_mv))
     flow_hat = mc.synthesis(y_mv_hat / g_mv)
-
     ctx = model.compensation(ref.feature, ref.frame, flow_hat)
     side.prediction(ctx[3])
+    return ctx
 
+
+def code_context(model: StereoInterCodec, ctx: tuple[torch.Tensor, ...], rate, side) -> tuple[torch.Tensor, Reference]:
+    """Second half of a P-frame: the frame coded against the contexts of `code_motion`."""
+    cc = model.context
+    g = rate_gain(model.log_gain, rate)
     y = side.latent("context", lambda: cc.analysis(side.x, ctx) * g)
     z = side.hyper("context", None if y is None else (lambda: cc.h_a(y)), cc.entropy_bottleneck,
-                   (lat[0], model.cfg.Nz, h // 64, w // 64))
+                   _latent_shape(ctx[3], model.cfg.Nz, 64))
     y_hat = cc.em.run(cc.prior(z, ctx), side.slices("context", y))
     x_hat, feature = cc.synthesis(y_hat / g, ctx)
     x_hat = x_hat.clamp(0, 1)

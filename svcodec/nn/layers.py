@@ -32,6 +32,12 @@ class ResidualBottleneck(nn.Module):
         return x + self.body(x)
 
 
+def ste_round(x: torch.Tensor) -> torch.Tensor:
+    """Rounding whose gradient is the identity (straight-through): the decoder sees integers,
+    the gradient still reaches the encoder."""
+    return x + (torch.round(x) - x).detach()
+
+
 def checkerboard_mask(y: torch.Tensor) -> torch.Tensor:
     """1 at anchor positions ((row + col) even), 0 elsewhere; shape (1, 1, H, W)."""
     h, w = y.shape[-2:]

@@ -38,7 +38,7 @@ from ..nn.elic import gaussian_bits
 from ..nn.hdc import HdcFer
 from ..nn.hdc_em import SKIP_SCALE
 from ..nn.inter import PAPER, SMALL, TINY, InterConfig, StereoInterCodec, code_p_frame, reset_coder_parameters
-from ..nn.layers import RATE_LAMBDAS, rd_lambda
+from ..nn.layers import RATE_LAMBDAS, rd_lambda, ste_round
 from ..zoo import load_intra
 from .common import WeightAverage, add_average_arg, clipped_finite, finite_weights, save_atomic
 from .data import DEFAULT_DATA
@@ -49,10 +49,6 @@ from .train_intra import sample_rates
 # [0, 1] RGB); the I-frame before them is coded at intra rate r + cfg.i_rate_offset.
 CONFIGS = {"small": SMALL, "paper": PAPER, "tiny": TINY}
 STAGES = ("single", "em", "fer", "full")
-
-
-def _ste_round(x):
-    return x + (torch.round(x) - x).detach()
 
 
 class TrainingSide:
@@ -109,7 +105,7 @@ class _TrainingSlices:
         self.side.skipped += float((scale <= SKIP_SCALE).float().mean())
         if self.side.noisy_decoder:
             return noisy
-        return mu + _ste_round(y - mu)
+        return mu + ste_round(y - mu)
 
 
 # The paper's ablation (Fig. 5a) as model variants: which HDC parts the model has, and which form
