@@ -431,6 +431,7 @@ def test_bad_encode_options(tmp_path, pngs, tiny_weights):
         fails(svc("encode", *pngs, "-o", tmp_path / "o.svc", "--weights", tiny_weights, "--gop", 0), "gop")
         fails(svc("encode", *pngs, "-o", tmp_path / "o.svc", "--weights", tiny_weights, "--frames", 0), "frames")
         fails(svc("encode", *pngs, "-o", tmp_path / "o.svc", "--weights", tiny_weights, "--fps", "abc"), "abc")
+        fails(svc("encode", *pngs, "-o", tmp_path / "o.svc", "--weights", tiny_weights, "--refine", -1), "refine")
 
 
 def test_encode_output_not_writable(tmp_path, pngs, tiny_weights):

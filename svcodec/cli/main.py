@@ -178,11 +178,12 @@ def main():
               help="Motion for P-frames: 'rd' codes each P-frame with the estimated (DIS optical flow) "
                    "motion and with zero motion and keeps the cheaper in rate-distortion cost (1.4-2.7x the "
                    "P-frame encode time; the decoder's work is unchanged); 'dis' or 'zero' code one.")
-@click.option("--refine", type=click.IntRange(0, MAX_REFINE_STEPS), default=0, show_default=True, metavar="N",
+@click.option("--refine", type=int, default=0, show_default=True, metavar="N",
               help="Slow, smaller: N gradient steps per frame pair on the coded latents against the "
                    "rate-distortion loss (I-frames: all latents; P-frames: the texture latents, after the "
                    "motion choice). Kept only where it codes for less. Same format and decoder. "
-                   "Measured with 20 steps: 0.03-0.21 dB more for -2..+1 % bits, at 6-13x the encode time.")
+                   "Measured with 20 steps: +0.03..+0.21 dB for -4..+1 % bits, at 6-13x the encode time. "
+                   f"At most {MAX_REFINE_STEPS}.")
 @click.option("--frames", type=int, default=None, help="Encode only the first N frame pairs.")
 @click.option("--fps", default=None, help="Frame rate for image-folder input (e.g. 30 or 30000/1001).")
 @click.option("--device", type=DEVICE, default="cpu", show_default=True)
@@ -212,6 +213,8 @@ def encode(left, right, output, overwrite, no_overwrite, sbs, rate, gop, motion,
         raise InputError(f"--rate must be within 0..3, got {rate}")
     if not 1 <= gop <= MAX_GOP_SIZE:
         raise InputError(f"--gop must be within 1..{MAX_GOP_SIZE}, got {gop}")
+    if not 0 <= refine <= MAX_REFINE_STEPS:
+        raise InputError(f"--refine must be within 0..{MAX_REFINE_STEPS}, got {refine}")
     if threads is not None and threads < 1:
         raise click.BadParameter("--threads must be at least 1")
     if os.path.isdir(output):
