@@ -16,10 +16,16 @@ def visible_mse(x_hat: torch.Tensor, x: torch.Tensor, visible: tuple[int, int] |
     return ((x_hat.clamp(0, 1) - x) ** 2).mean()
 
 
-def rd_cost(x: torch.Tensor, res, rate: float, visible: tuple[int, int] | None = None) -> float:
-    """lambda * MSE + bits per pixel of one coded stereo frame pair (`res` has .substreams and
-    .x_hat), both views averaged: the trade the training loss makes at this rate, with the
-    real coded bits. visible = (height, width) of the picture inside the padded tensors."""
+def rd_loss(mse, bits, rate: float, x: torch.Tensor, visible: tuple[int, int] | None = None):
+    """lambda * mse + bits per visible pixel of the stereo pair x (2, 3, H, W), both views
+    averaged: the trade the training loss makes at this rate. Floats for decisions (rd_cost),
+    tensors for refinement, which descends this very function."""
     h, w = visible or x.shape[-2:]
+    return rd_lambda(rate) * mse + bits / (x.shape[0] * h * w)
+
+
+def rd_cost(x: torch.Tensor, res, rate: float, visible: tuple[int, int] | None = None) -> float:
+    """rd_loss of one coded stereo frame pair (`res` has .substreams and .x_hat), with the real
+    coded bits. visible = (height, width) of the picture inside the padded tensors."""
     bits = 8 * sum(len(s.data) for s in res.substreams)
-    return rd_lambda(rate) * float(visible_mse(res.x_hat, x, visible)) + bits / (x.shape[0] * h * w)
+    return rd_loss(float(visible_mse(res.x_hat, x, visible)), bits, rate, x, visible)

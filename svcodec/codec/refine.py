@@ -30,8 +30,8 @@ import torch
 from ..nn.elic import ElicIntraCodec, gaussian_bits
 from ..nn.hdc_em import SKIP_SCALE
 from ..nn.inter import StereoInterCodec, code_context
-from ..nn.layers import rd_lambda, ste_round
-from .rdo import visible_mse
+from ..nn.layers import ste_round
+from .rdo import rd_loss, visible_mse
 
 REFINE_LR = 3e-3
 
@@ -59,14 +59,11 @@ def _hyper_bits(eb, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def refine_intra(model: ElicIntraCodec, x: torch.Tensor, rate: float, steps: int,
                  visible: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Refined (y, z) of a stereo I-frame pair x (2, 3, H, W); encode_intra codes them."""
-    h, w = visible or x.shape[-2:]
-    lam, pixels = rd_lambda(rate), x.shape[0] * h * w
-
     def loss(y, z):
         z_hat, z_bits = _hyper_bits(model.entropy_bottleneck, z)
         y_hat, y_bits = model.code_slices(y, model.h_s(z_hat), noisy_rate=False)
         mse = visible_mse(model.synthesis(y_hat, rate), x, visible)
-        return lam * mse + (y_bits.sum() + z_bits) / pixels
+        return rd_loss(mse, y_bits.sum() + z_bits, rate, x, visible)
 
     with torch.enable_grad(), _frozen(model):
         with torch.no_grad():
@@ -107,13 +104,10 @@ def refine_context(model: StereoInterCodec, ctx: tuple[torch.Tensor, ...], x: to
                    visible: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Refined context latents (y, z) of a stereo P-frame pair, given the contexts of its
     chosen motion (`code_motion`) and the analysis transform's own latents y0, z0."""
-    h, w = visible or x.shape[-2:]
-    lam, pixels = rd_lambda(rate), x.shape[0] * h * w
-
     def loss(y, z):
         side = _RefineSide(y, z)
         x_hat, _ = code_context(model, ctx, rate, side)
-        return lam * visible_mse(x_hat, x, visible) + side.bits / pixels
+        return rd_loss(visible_mse(x_hat, x, visible), side.bits, rate, x, visible)
 
     with torch.enable_grad(), _frozen(model):
         return tuple(_descend([y0, z0], loss, steps))
