@@ -312,7 +312,8 @@ def test_garbage_substreams_only_raise_bitstream_error():
 
 def test_factorized_counts_on_tiny_model(tiny_codec):
     model = tiny_codec.model
-    eb, med = model.entropy_bottleneck, model.z_medians()
+    eb = model.entropy_bottleneck
+    med = eb.medians()
     nz = model.cfg.Nz
     lows, counts = factorized_counts(eb, med)
     assert lows.shape == (nz,) and lows.dtype == np.int64

@@ -41,11 +41,6 @@ class InterResult:
     est_bits: float
 
 
-def z_medians(eb) -> torch.Tensor:
-    """Per-channel medians of a factorized prior as (1, C, 1, 1); z is coded as round(z - median)."""
-    return eb.medians().view(1, -1, 1, 1)
-
-
 class _EncoderSide:
     """given: {kind: (y, z)} latents to code instead of the analysis transforms' own."""
 
@@ -68,7 +63,7 @@ class _EncoderSide:
         if not torch.isfinite(z).all():
             raise ModelError("the model produced non-finite latents (broken weights?)")
         self.latents[kind].append(z)
-        med = z_medians(eb)
+        med = eb.medians_map()
         zq = torch.round(z - med)
         zqn = zq.to(torch.int64).cpu().numpy()
         for v in VIEWS:
@@ -114,7 +109,7 @@ class _DecoderSide:
             self.streams(v, CODER[kind], 0).decode_symbols(hyper_table_ids((c, h, w)), self.z_tables[kind])
             for v in VIEWS
         ]).astype(np.float32)
-        med = z_medians(eb)
+        med = eb.medians_map()
         return torch.from_numpy(zq).to(med.device) + med
 
     def slices(self, kind, y):

@@ -95,7 +95,7 @@ def encode_intra(model: ElicIntraCodec, z_tables, x: torch.Tensor, rate: float,
         y, z = latents
     if not (torch.isfinite(y).all() and torch.isfinite(z).all()):
         raise ModelError("the model produced non-finite latents (broken weights?)")
-    med = model.z_medians().view(1, -1, 1, 1)
+    med = model.entropy_bottleneck.medians_map()
     zq = torch.round(z - med)
     zqn = zq.to(torch.int64).cpu().numpy()
     for v in VIEWS:
@@ -129,7 +129,7 @@ def decode_intra(model: ElicIntraCodec, z_tables, substreams: list[Substream], s
     zq = np.stack([
         streams(v, TEXTURE, 0).decode_symbols(hyper_table_ids((nz, hz, wz)), z_tables) for v in VIEWS
     ]).astype(np.float32)
-    med = model.z_medians().view(1, -1, 1, 1)
+    med = model.entropy_bottleneck.medians_map()
     hyper = model.h_s(torch.from_numpy(zq).to(device) + med)
     y_hat = _code_latent(model, hyper, _SliceDecoder(streams))
     return model.synthesis(y_hat, rate).clamp(0, 1)

@@ -50,7 +50,7 @@ def _descend(latents: list[torch.Tensor], loss_fn: Callable[[], torch.Tensor], s
 
 def _hyper_bits(eb, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Rounded hyper-latent (z is coded as round(z - median)) and its bits."""
-    med = eb.medians().view(1, -1, 1, 1)
+    med = eb.medians_map()
     z_hat = ste_round(z - med) + med
     _, likelihood = eb(z_hat, training=False)
     return z_hat, (-torch.log2(likelihood)).sum()

@@ -117,10 +117,6 @@ class ElicIntraCodec(nn.Module):
     def synthesis(self, y_hat: torch.Tensor, rate) -> torch.Tensor:
         return self.g_s(y_hat / self.gain(rate))
 
-    def z_medians(self) -> torch.Tensor:
-        """Per-channel medians of the hyper-latent prior; z is coded as round(z - median)."""
-        return self.entropy_bottleneck.medians()
-
     def split(self, y: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(y, self.cfg.groups, dim=1))
 

@@ -70,6 +70,10 @@ class FactorizedPrior(nn.Module):
         """(C,) per-channel medians; hyper-latents are coded as round(z - median)."""
         return self.quantiles[:, 0, 1].detach()
 
+    def medians_map(self) -> torch.Tensor:
+        """The medians as (1, C, 1, 1), to shift a (B, C, H, W) hyper-latent."""
+        return self.medians().view(1, -1, 1, 1)
+
     def _logits_cumulative(self, x: torch.Tensor, stop_gradient: bool) -> torch.Tensor:
         """x: (C, 1, N) -> logits of the cumulative at x, (C, 1, N)."""
         for i, (m, b) in enumerate(zip(self.matrices, self.biases)):
