@@ -18,7 +18,7 @@ from fractions import Fraction
 
 import click
 
-from .. import fsutil
+from .. import allocator, fsutil
 from ..codec import DEFAULT_GOP, DEFAULT_MOTION, MAX_REFINE_STEPS, MOTION_SEARCHES  # the package's __init__ imports nothing heavy
 from ..errors import BitstreamError, InputError, SvcError
 
@@ -163,6 +163,7 @@ def main():
       svc info clip.svc                             headers, GOPs and per-frame sizes
       svc decode clip.svc                           back to lossless stereo video
     """
+    allocator.tune_malloc()
 
 
 @main.command()

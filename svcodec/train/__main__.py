@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from ..allocator import tune_malloc
+
 TRAINERS = {
     "intra": "svcodec.train.train_intra",
     "inter": "svcodec.train.train_inter",
@@ -29,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown model {name!r}; choose one of: {', '.join(TRAINERS)}", file=sys.stderr)
         return 2
     modname = TRAINERS[name]
+    tune_malloc()
     try:
         module = importlib.import_module(modname)
     except ModuleNotFoundError as e:
