@@ -579,3 +579,29 @@ def test_encode_never_replaces_a_file_that_appears_while_it_runs(tmp_path, pngs,
     assert sorted(os.listdir(tmp_path)) == ["in", "o.svc"]
     ok(svc("encode", *pngs, "-o", out, "--weights", tiny_weights, "-q", "-y"))  # -y: replaced
     assert SvcReader(out).sequence.frame_count == 3
+
+
+@pytest.mark.parametrize("message, expect", [
+    ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+     "allocate 224133120 bytes. Error code 12 (Cannot allocate memory)", "out of memory (an allocation of 214 MiB failed)"),
+    ("CUDA out of memory. Tried to allocate 20.00 MiB", "the GPU ran out of memory; run with --device cpu"),
+])
+def test_out_of_memory_is_one_line_naming_the_cause_and_leaves_nothing(tmp_path, pngs, tiny_weights, monkeypatch,
+                                                                          message, expect):
+    """Running out of memory mid-encode (measured: 512x288 under `ulimit -v 4800000`) is a
+    resource limit, not an internal error: exit 1, one line that says so, no partial output."""
+    import svcodec.codec.session as session
+
+    real, calls = session.encode_intra_refined, []
+
+    def encode_until_memory_runs_out(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError(message)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(session, "encode_intra_refined", encode_until_memory_runs_out)
+    before = snapshot(tmp_path)
+    fails(svc("encode", *pngs, "-o", tmp_path / "o.svc", "--gop", 1, "--weights", tiny_weights, "-q"), expect)
+    assert len(calls) == 2
+    assert snapshot(tmp_path) == before

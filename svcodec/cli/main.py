@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import warnings
@@ -78,6 +79,9 @@ class _Cli(click.Group):
                 cause = _interruption(exc)
                 if cause is not None:  # e.g. the progress bar could not write to a closed terminal
                     self._interrupted(cause)
+                oom = _out_of_memory(exc)
+                if oom is not None:  # a resource limit, not a bug: say what ran out
+                    self._fail(RuntimeError(oom), 1)
                 self._fail(exc, 3, prefix="internal error: ")
 
     @staticmethod
@@ -120,6 +124,23 @@ class _Cli(click.Group):
         rows += [(n, help_) for n, (_, _, help_) in self._LAZY.items()]
         with formatter.section("Commands"):
             formatter.write_dl(sorted(rows))
+
+
+_ALLOC_BYTES = re.compile(r"tried to allocate (\d+) bytes")
+
+
+def _out_of_memory(exc: BaseException) -> str | None:
+    """A one-line explanation when exc is an allocation failure (MemoryError, torch's CPU
+    allocator, CUDA out of memory), else None."""
+    text = str(exc)
+    if isinstance(exc, MemoryError) or "can't allocate memory" in text:
+        m = _ALLOC_BYTES.search(text)
+        need = f" (an allocation of {int(m.group(1)) / 2**20:.0f} MiB failed)" if m else ""
+        return (f"out of memory{need}; memory grows with the frame size (about 1.6 GB at 512x288, "
+                f"5 GB at 1280x720): free some, or use a machine with more")
+    if type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text:
+        return "the GPU ran out of memory; run with --device cpu, or on a GPU with more memory"
+    return None
 
 
 def _interruption(exc: BaseException) -> KeyboardInterrupt | None:
