@@ -4,12 +4,13 @@ Why: torch allocates CPU tensors with malloc. glibc serves any request above its
 (at most 32 MiB with the default, dynamic threshold) with a fresh mmap and returns it to the
 kernel on free, so every large activation is page-faulted in anew, page by page: decoding three
 1280x720 frame pairs took 6.6 million page faults and 9.9 s of kernel time beside 15.3 s of
-computation. Keeping those blocks in the heap (requests up to 1 GiB served from it, and the
-heap not trimmed back while under 1 GiB is free) lets the next layer and frame reuse them.
-Measured on one core (README "Results", Speed): that decode 25.3 s -> 19.9 s, its encode
-56.1 s -> 39.9 s; the 512x288 demo encode 15 s -> 11 s, decode 8.2 s -> 6.5 s; a P-frame
-training step 2 % faster. The cost is a higher peak RSS (720p decode 3.5 -> 5.1 GB), because
-freed blocks stay mapped.
+computation. Keeping those blocks in the heap (requests up to 2 GiB served from it, and the
+heap not trimmed back while under 2 GiB is free) lets the next layer and frame reuse them.
+Measured on one core (README "Results", Speed), bit-identical streams: 3 pairs of 1280x720
+encode 53.0 -> 40.1 s and decode 23.8 -> 18.1 s; 1920x1080 encode 114 -> 98 s and decode
+58.7 -> 50.6 s (there, fragmentation still leaves most of the faults); the 512x288 demo about
+25 % faster; a P-frame training step 2 % faster. The cost is peak RSS, because freed blocks
+stay mapped: +30-45 % (1280x720 decode 3.4 -> 4.6 GB, 1920x1080 6.1 -> 7.9 GB).
 
 Only glibc has mallopt; elsewhere, where the user set glibc's own malloc settings
 (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, glibc.malloc.* in GLIBC_TUNABLES), or with
@@ -25,7 +26,10 @@ import os
 # mallopt parameter numbers from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-HEAP_BLOCK_LIMIT = 1 << 30  # requests below this come from the heap, and the heap keeps that much
+# Requests below this come from the heap, and the heap keeps that much free memory. The largest
+# value mallopt takes (a C int): a 1920x1088 stereo feature map of 64 channels is 1.07 GB, and
+# with 1 GiB the heap gave such blocks back and faulted them in again on every layer.
+HEAP_BLOCK_LIMIT = (1 << 31) - 1
 
 _tuned: bool | None = None
 
