@@ -19,9 +19,13 @@ _PROBE = ("import resource, sys, torch\n"
           "print(int(tuned), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)\n")
 
 
-def _probe(tune: bool) -> tuple[int, int]:
+def _env_without_malloc_settings(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES", "SVC_MALLOC"))}
-    out = subprocess.run([sys.executable, "-c", _PROBE, "1" if tune else "0"], env=env,
+    return {**env, **extra}
+
+
+def _probe(tune: bool) -> tuple[int, int]:
+    out = subprocess.run([sys.executable, "-c", _PROBE, "1" if tune else "0"], env=_env_without_malloc_settings(),
                          capture_output=True, text=True, check=True).stdout.split()
     return int(out[0]), int(out[1])
 
@@ -45,7 +49,6 @@ def test_tuning_keeps_large_blocks_for_reuse():
 @pytest.mark.parametrize("env", [{"SVC_MALLOC_TUNING": "0"}, {"MALLOC_MMAP_THRESHOLD_": "65536"},
                                  {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}])
 def test_tuning_stays_off_when_the_user_chose(env):
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES", "SVC_MALLOC"))}
     out = subprocess.run([sys.executable, "-c", "from svcodec.allocator import tune_malloc; print(tune_malloc())"],
-                         env={**e, **env}, capture_output=True, text=True, check=True).stdout
+                         env=_env_without_malloc_settings(**env), capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
