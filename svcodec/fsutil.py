@@ -7,6 +7,10 @@ Every temporary is *registered before it is created*: whatever instant a signal 
 ``discard_all()`` finds every temporary that exists.  Names are ``.<final name>.<6 chars>`` in
 the destination folder (one filesystem, so publishing is a rename); the final name is cut so
 that the whole name stays within 255 bytes, the usual file-name limit.
+
+A killed process (SIGKILL, the out-of-memory killer) runs no cleanup, so while temporaries
+exist a small separate process, ``fsreaper.py``, knows them too and removes them once this
+process is gone without publishing or discarding them.
 """
 
 from __future__ import annotations
@@ -17,12 +21,16 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
+import sys
 
 from .errors import InputError
 
 NAME_MAX = 255  # bytes per file name on ext4, XFS, btrfs, APFS, NTFS (UTF-16 units)
 _TOKEN = 6
 _live: set[str] = set()  # temporaries created and not yet published or discarded
+_reaper: subprocess.Popen | None = None  # fsreaper.py, running while _live holds a reapable name
+_REAPER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fsreaper.py")
 SIGNALS = tuple(getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s))
 
 
@@ -40,24 +48,72 @@ def create_temp_file(final: str) -> str:
     return _create(final, lambda p: os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)))
 
 
-def create_temp_dir(final: str) -> str:
-    """Create an empty temporary folder for ``final``; returns its path."""
-    return _create(final, lambda p: os.mkdir(p, 0o777))
+def create_temp_dir(final: str, reap: bool = True) -> str:
+    """Create an empty temporary folder for ``final``; returns its path. ``reap=False``: the
+    reaper leaves it alone should this process be killed (it will hold the user's data)."""
+    return _create(final, lambda p: os.mkdir(p, 0o777), reap)
 
 
-def _create(final: str, make) -> str:
+def _create(final: str, make, reap: bool = True) -> str:
     for _ in range(100):
         path = temp_path(final)
-        _live.add(path)  # before creating: a signal in between cannot orphan it
+        _register(path, reap)  # before creating: a signal in between cannot orphan it
         try:
             make(path)
             return path
         except FileExistsError:
-            _live.discard(path)
+            _unregister(path)
         except BaseException:
-            _live.discard(path)
+            _unregister(path)
             raise
     raise InputError(f"{final}: cannot create a temporary name next to it")
+
+
+def _register(path: str, reap: bool) -> None:
+    global _reaper
+    _live.add(path)
+    if reap:
+        if _reaper is None:
+            _reaper = _start_reaper()
+        _tell_reaper(b"+", path)
+
+
+def _unregister(path: str) -> None:
+    global _reaper
+    _live.discard(path)
+    _tell_reaper(b"-", path)
+    if not _live and _reaper is not None:
+        # Nothing left to guard: end-of-file lets it exit with nothing to remove.
+        reaper, _reaper = _reaper, None
+        reaper.stdin.close()
+        try:
+            reaper.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _start_reaper() -> subprocess.Popen | None:
+    """fsreaper.py as a process of its own session, or None where it cannot run (then only the
+    in-process cleanup after catchable signals remains)."""
+    if not sys.executable or os.environ.get("SVC_REAPER") == "0":
+        return None
+    try:
+        return subprocess.Popen([sys.executable, "-I", "-S", _REAPER_SCRIPT], stdin=subprocess.PIPE, bufsize=0,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError:
+        return None
+
+
+def _tell_reaper(op: bytes, path: str) -> None:
+    global _reaper
+    if _reaper is None:
+        return
+    record = memoryview(op + os.fsencode(path) + b"\0")
+    try:
+        while record:
+            record = record[os.write(_reaper.stdin.fileno(), record):]
+    except (OSError, ValueError):  # the reaper is gone: carry on without it
+        _reaper = None
 
 
 def discard(path: str) -> None:
@@ -69,7 +125,7 @@ def discard(path: str) -> None:
             os.remove(path)
     except FileNotFoundError:
         pass
-    _live.discard(path)
+    _unregister(path)
 
 
 def discard_all() -> None:
@@ -80,7 +136,7 @@ def discard_all() -> None:
 
 def forget(path: str) -> None:
     """``path`` was renamed into place: it is no longer a temporary."""
-    _live.discard(path)
+    _unregister(path)
 
 
 @contextlib.contextmanager
@@ -131,7 +187,7 @@ def publish(tmp: str, final: str, overwrite: bool) -> None:
 
 def _replace_folder(tmp: str, final: str) -> None:
     # A non-empty folder cannot be renamed over: move the old one aside first.
-    old = create_temp_dir(final)
+    old = create_temp_dir(final, reap=False)  # the user's folder, should we be killed in between
     aside = os.path.join(old, "previous")
     os.replace(final, aside)
     try:

@@ -143,6 +143,73 @@ def test_signal_during_decode_leaves_nothing(tmp_path, long_stream, tiny_weights
     assert os.listdir(out) == ["mine.txt"]
 
 
+# SIGKILL (what the out-of-memory killer sends) cannot be caught: the reaper process removes
+# the temporaries instead, a moment after the kill.
+def wait_until_only(folder, names, seconds=20):
+    deadline = time.monotonic() + seconds
+    while sorted(os.listdir(folder)) != sorted(names) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return sorted(os.listdir(folder))
+
+
+def test_sigkill_during_encode_leaves_nothing(tmp_path, long_clip, tiny_weights):
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _ = interrupt(["encode", long_clip, "--sbs", "-o", out / "clip.svc", "--weights", tiny_weights,
+                         "--gop", 1, "--threads", 1], tmp_path, "SIGKILL", lambda: len(hidden(out)) >= 2)
+    assert code == -signal.SIGKILL
+    assert wait_until_only(out, []) == []
+
+
+@pytest.mark.parametrize("fmt", ["mkv", "png"])
+def test_sigkill_during_decode_leaves_nothing(tmp_path, long_stream, tiny_weights, fmt):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    code, _ = interrupt(["decode", long_stream, "-f", fmt, "-o", out / "dec", "--weights", tiny_weights,
+                         "--threads", 1], tmp_path, "SIGKILL", lambda: hidden(out))
+    assert code == -signal.SIGKILL
+    assert wait_until_only(out, ["mine.txt"]) == ["mine.txt"]
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from svcodec import fsutil
+d = sys.argv[1]
+fsutil.create_temp_file(os.path.join(d, "a.svc"))
+frames = fsutil.create_temp_dir(os.path.join(d, "frames"))
+open(os.path.join(frames, "0.png"), "w").close()
+done = fsutil.create_temp_file(os.path.join(d, "done.svc"))
+fsutil.publish(done, os.path.join(d, "done.svc"), overwrite=False)
+fsutil.discard(fsutil.create_temp_file(os.path.join(d, "gone.svc")))
+print(len(os.listdir(d)), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("reaper", ["1", "0"])
+def test_reaper_removes_only_what_a_killed_process_left(tmp_path, reaper):
+    p = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path)], capture_output=True, text=True,
+                       env={**env(), "SVC_REAPER": reaper}, timeout=60)
+    assert p.returncode == -signal.SIGKILL and p.stdout.strip() == "3", p
+    if reaper == "1":
+        assert wait_until_only(tmp_path, ["done.svc"]) == ["done.svc"]  # published output kept
+    else:  # switched off, the two temporaries stay: what the reaper is there for
+        time.sleep(0.5)
+        assert len(hidden(tmp_path)) == 2
+
+
+def test_reaper_runs_only_while_temporaries_exist(tmp_path):
+    from svcodec import fsutil
+
+    tmp = fsutil.create_temp_file(str(tmp_path / "x.svc"))
+    reaper = fsutil._reaper
+    assert reaper is not None and reaper.poll() is None
+    fsutil.publish(tmp, str(tmp_path / "x.svc"), overwrite=False)
+    assert fsutil._reaper is None and reaper.returncode == 0
+    assert os.listdir(tmp_path) == ["x.svc"]
+
+
 # ------------------------------------------------------------------- start-up: no torch for errors
 
 
