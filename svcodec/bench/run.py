@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import anchors as anc
+from ..allocator import tune_malloc
 from ..codec import DEFAULT_GOP, MAX_REFINE_STEPS
 from ..metrics import measure_stereo, psnr_rgb
 from .bitshare import bit_allocation
@@ -264,6 +265,7 @@ def _rates(s: str) -> list:
 def bench_command(data, pairs, frames, gop, rates, with_intra, refine, qps, anchor_names, anchor_json, mvhevc_cmd,
                   device, fps, no_msssim, reuse, out):
     """Rate-distortion benchmark: svcodec vs x265/x264 anchors on stereo clips."""
+    tune_malloc()  # as svc encode/decode do where memory allows (svcodec/allocator.py)
     clips = find_clips(data, pairs)
     if not clips:
         raise click.UsageError("no clips: give --data (folder with left/ and right/) or --pair")

@@ -185,7 +185,6 @@ def main():
       svc info clip.svc                             headers, GOPs and per-frame sizes
       svc decode clip.svc                           back to lossless stereo video
     """
-    allocator.tune_malloc()
 
 
 @main.command()
@@ -251,7 +250,8 @@ def encode(left, right, output, overwrite, no_overwrite, sbs, rate, gop, motion,
             check_frame_size(source.width, source.height)
         except ValueError as e:
             raise InputError(f"{left}: {e}") from None
-        _notices(source.notices)
+        # before torch allocates anything: the allocator settings suit the frame size and memory
+        _notices([*source.notices, *_memory_note(source.width, source.height, "encode", device)])
         from . import views
         from ..codec.session import encode_pairs  # torch: only now that the input is known good
 
@@ -358,6 +358,7 @@ def decode(stream, output, overwrite, no_overwrite, fmt, device, weights, inter_
     output = output or default_output_name(stream, fmt)
     paths = output_paths(output, fmt)
     check_outputs(paths, fmt, (stream,), mode)
+    _notices(_memory_note(seq.width, seq.height, "decode", device))
     from . import views
     from ..codec.session import Recovery, iter_decode, open_stream  # torch: only now that the stream looks sound
 
@@ -419,6 +420,11 @@ def _naming(exc: BitstreamError, path: str) -> BitstreamError:
 def _inter(inter_weights):
     # passed only when given, so an intra-only codec API keeps being called as before
     return {"inter_weights": inter_weights} if inter_weights else {}
+
+
+def _memory_note(width: int, height: int, task: str, device: str) -> list[str]:
+    note = allocator.tune_for_frames(width, height, task, device)
+    return [note] if note else []
 
 
 def _notices(lines) -> None:
