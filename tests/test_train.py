@@ -293,7 +293,7 @@ def test_batch_stream_resumes_each_workers_position(workers):
 
 
 def test_bf16_autocast_patches_only_the_named_transforms():
-    from svcodec.train.common import Run, autocast_submodules
+    from svcodec.train.common import autocast_submodules
 
     torch.manual_seed(0)
     model = torch.nn.Module()
@@ -302,11 +302,21 @@ def test_bf16_autocast_patches_only_the_named_transforms():
     x = torch.rand(1, 3, 8, 8)
     keys = list(model.state_dict())
     ref_a, ref_h = model.g_a(x), model.h(model.g_a(x))
-    autocast_submodules(model, ["g_a"], Run(torch.device("cpu"), bf16=True))
+    autocast_submodules(model, ["g_a"], "cpu", True)
     out = model.g_a(x)
     assert out.dtype == torch.float32 and list(model.state_dict()) == keys
     assert not torch.equal(out, ref_a) and torch.allclose(out, ref_a, atol=0.05)  # computed in bf16
     assert torch.equal(model.h(ref_a), ref_h)  # other modules untouched
+
+
+def test_inter_bf16_transforms_exist_and_exclude_entropy_and_warping():
+    from svcodec.nn.inter import TINY, StereoInterCodec
+    from svcodec.train.train_inter import BF16_TRANSFORMS
+
+    model = StereoInterCodec(TINY)
+    for name in BF16_TRANSFORMS:  # a misspelt name would silently stay float32
+        model.get_submodule(name)
+    assert not any(part in name for name in BF16_TRANSFORMS for part in ("em", "h_a", "h_s", "entropy", "temporal"))
 
 
 def test_inter_trainer_trains_resumes_and_exports(tmp_path, data_dir):
@@ -321,10 +331,11 @@ def test_inter_trainer_trains_resumes_and_exports(tmp_path, data_dir):
     assert first.returncode == 0, first.stderr
     assert "P psnr" in first.stdout and "prediction" in first.stdout
     assert _ckpt(ckpt)["step"] == 2
-    second = subprocess.run(cmd + ["--steps", "3"], env=_env(tmp_path), cwd=tmp_path, capture_output=True,
-                            text=True, timeout=300)
+    assert "bf16 False" in first.stdout  # the CPU default
+    second = subprocess.run(cmd + ["--steps", "3", "--bf16"], env=_env(tmp_path), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
-    assert _ckpt(ckpt)["step"] == 3
+    assert "bf16 True" in second.stdout and _ckpt(ckpt)["step"] == 3
     from svcodec.train.export_inter import export
     from svcodec.zoo import load_inter
 

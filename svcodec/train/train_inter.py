@@ -40,7 +40,8 @@ from ..nn.hdc_em import SKIP_SCALE
 from ..nn.inter import PAPER, SMALL, TINY, InterConfig, StereoInterCodec, code_p_frame, reset_coder_parameters
 from ..nn.layers import RATE_LAMBDAS, rd_lambda, ste_round
 from ..zoo import load_intra
-from .common import WeightAverage, add_average_arg, clipped_finite, finite_weights, save_atomic
+from .common import (WeightAverage, add_average_arg, autocast_submodules, clipped_finite, finite_weights,
+                     save_atomic)
 from .data import DEFAULT_DATA
 from .sequences import ClipSampler, load_clips
 from .train_intra import sample_rates
@@ -178,6 +179,22 @@ def with_zero_motion(flow: torch.Tensor, share: float, gen: torch.Generator) -> 
     return flow * moving.to(flow.device).view(-1, 1, 1, 1)
 
 
+# The convolution stacks that may run in bf16: neither the entropy models and hyper coders (their
+# likelihoods decide the rate term) nor the warping (bf16 positions are off by up to a pixel at
+# 192 columns) are among them. Variants without some of them skip those names.
+BF16_TRANSFORMS = ("adaptor", "motion.enc", "motion.dec",
+                   *(f"compensation.{n}" for n in ("f1", "f2", "f3", "r3", "up3", "r2", "up2", "r1")),
+                   *(f"context.{n}" for n in ("e1", "e2", "e3", "e4", "d1", "d2", "d3", "d4", "recon")))
+
+
+def _has_submodule(model: torch.nn.Module, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+        return True
+    except AttributeError:
+        return False
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", type=Path, required=True)
@@ -210,6 +227,9 @@ def main(argv=None) -> None:
     ap.add_argument("--log-seconds", type=float, default=30.0, help="log line interval")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                    help="bf16 autocast for the transforms (BF16_TRANSFORMS); entropy models, hyper coders "
+                         "and warping stay float32 (default: on for cuda)")
     ap.add_argument("--no-mono", action="store_true", help="stereo clips only")
     ap.add_argument("--i-rate-offset", type=float, default=None,
                     help="I-frames of a GOP are coded at intra rate P rate + this (capped at 3); kept by the "
@@ -257,6 +277,9 @@ def main(argv=None) -> None:
         missing = load_partial(model, init_state)
         print(f"init from {args.init}: {len(missing)} tensors start from their initialisation")
 
+    bf16 = args.bf16 if args.bf16 is not None else torch.device(args.device).type == "cuda"
+    autocast_submodules(model, [n for n in BF16_TRANSFORMS if _has_submodule(model, n)],
+                        torch.device(args.device).type, bf16)
     intra = load_intra(args.intra, device=args.device)
     for p in intra.model.parameters():
         p.requires_grad_(False)
@@ -288,6 +311,8 @@ def main(argv=None) -> None:
     sampler = ClipSampler(clips, 1 + args.frames, crop, seed=step)
     gen = torch.Generator().manual_seed(step + 1)
     flow_of = DisFlow()
+    print(f"device {args.device}, {args.threads} threads, bf16 {bf16}, batch {args.batch} x (1 I + {args.frames} P) "
+          f"x {crop[0]}x{crop[1]}, LR {args.lr}", flush=True)
 
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))

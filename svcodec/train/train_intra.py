@@ -90,7 +90,7 @@ def main(argv=None) -> None:
         aux_opt.load_state_dict(state["aux_opt"])
         for g in opt.param_groups:
             g["lr"] = args.lr
-    autocast_submodules(model, ["g_a", "g_s"], run)
+    autocast_submodules(model, ["g_a", "g_s"], run.device.type, run.bf16)
     net = run.wrap(model, ignore=list(AUX_PARAMS))
 
     groups = training_groups(args.data)
