@@ -114,18 +114,19 @@ def plan_memory(width: int, height: int, task: str, available: float | None, all
     """Tune where the tuned peak fits ``available``; else stay thrifty and say so, and warn
     where even that does not fit."""
     if not allowed:
-        return MemoryPlan(False, _too_big(width, height, task, available, tuned=False))
+        return MemoryPlan(False, _too_big(width, height, task, available))
     if available is None or peak_memory_estimate(width, height, task, True) <= available:
         return MemoryPlan(True, None)
-    note = _too_big(width, height, task, available, tuned=False)
+    note = _too_big(width, height, task, available)
     return MemoryPlan(False, note or (
         f"{width}x{height}: {available / 1e9:.1f} GB of memory available, so svc saves memory "
         f"(about {peak_memory_estimate(width, height, task, False) / 1e9:.1f} GB instead of "
         f"{peak_memory_estimate(width, height, task, True) / 1e9:.1f} GB) at 15-30 % more time"))
 
 
-def _too_big(width: int, height: int, task: str, available: float | None, tuned: bool) -> str | None:
-    need = peak_memory_estimate(width, height, task, tuned)
+def _too_big(width: int, height: int, task: str, available: float | None) -> str | None:
+    """The warning where even the untuned peak exceeds ``available``, else None."""
+    need = peak_memory_estimate(width, height, task, False)
     if available is None or need <= available:
         return None
     return (f"{width}x{height} frames need about {need / 1e9:.0f} GB of memory to {task} on the CPU and "
