@@ -81,26 +81,32 @@ def peak_memory_estimate(width: int, height: int, task: str, tuned: bool) -> flo
     return (g0 + (g1 - g0) * (pixels - p0) / (p1 - p0)) * 1e9
 
 
-def available_memory() -> float | None:
-    """Bytes this process can still get without swapping: the kernel's MemAvailable, within the
-    cgroup's limit where there is one (containers); None where unknown."""
+# (limit, usage) files of the cgroup a container sees as its root: cgroup v2, then v1
+_CGROUP_FILES = (("sys/fs/cgroup/memory.max", "sys/fs/cgroup/memory.current"),
+                 ("sys/fs/cgroup/memory/memory.limit_in_bytes", "sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
+def available_memory(root: str = "/") -> float | None:
+    """Bytes this process can still get without swapping: the kernel's MemAvailable, within a
+    container's memory limit where there is one (cgroup v2 or v1); None where unknown."""
     found = []
     try:
-        with open("/proc/meminfo") as f:
+        with open(os.path.join(root, "proc/meminfo")) as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     found.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        with open("/sys/fs/cgroup/memory.max") as f:
-            limit = f.read().strip()
-        with open("/sys/fs/cgroup/memory.current") as f:
-            used = int(f.read().strip())
-        if limit != "max":
+    for limit_file, usage_file in _CGROUP_FILES:
+        try:
+            with open(os.path.join(root, limit_file)) as f:
+                limit = f.read().strip()
+            with open(os.path.join(root, usage_file)) as f:
+                used = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:  # "max" (v2) or ~2^63 (v1): no limit
             found.append(max(0, int(limit) - used))
-    except (OSError, ValueError):
-        pass
     return float(min(found)) if found else None
 
 

@@ -106,3 +106,25 @@ def test_cli_tunes_for_the_frame_size_and_free_memory(tmp_path, tiny_weights, mo
         assert bool(calls) == tuned
         assert (note in notes[0] and len(notes) == 1) if note else notes == []
         calls.clear()
+
+
+def test_available_memory_is_the_tighter_of_the_machine_and_the_container(tmp_path):
+    def tree(meminfo_kb, v2=None, v1=None):
+        root = tmp_path / str(len(list(tmp_path.iterdir())))
+        files = {"proc/meminfo": f"MemTotal: 99999999 kB\nMemAvailable: {meminfo_kb} kB\n"}
+        if v2:
+            files.update({"sys/fs/cgroup/memory.max": v2[0], "sys/fs/cgroup/memory.current": v2[1]})
+        if v1:
+            files.update({"sys/fs/cgroup/memory/memory.limit_in_bytes": v1[0],
+                          "sys/fs/cgroup/memory/memory.usage_in_bytes": v1[1]})
+        for name, text in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(f"{text}\n")
+        return str(root)
+
+    assert allocator.available_memory(tree(8_000_000)) == 8_000_000 * 1024
+    assert allocator.available_memory(tree(8_000_000, v2=("max", "123"))) == 8_000_000 * 1024
+    assert allocator.available_memory(tree(8_000_000, v2=(str(4 * 2**30), str(2**30)))) == 3 * 2**30
+    assert allocator.available_memory(tree(8_000_000, v1=("9223372036854771712", "5"))) == 8_000_000 * 1024
+    assert allocator.available_memory(tree(1_000, v1=(str(4 * 2**30), "0"))) == 1_000 * 1024
+    assert allocator.available_memory(str(tmp_path / "nothing")) is None
