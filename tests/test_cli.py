@@ -605,3 +605,15 @@ def test_out_of_memory_is_one_line_naming_the_cause_and_leaves_nothing(tmp_path,
     fails(svc("encode", *pngs, "-o", tmp_path / "o.svc", "--gop", 1, "--weights", tiny_weights, "-q"), expect)
     assert len(calls) == 2
     assert snapshot(tmp_path) == before
+
+
+def test_help_lists_every_environment_variable_the_codec_reads():
+    """`svc --help` names each SVC_* variable read outside the trainers, so none is a secret."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent / "svcodec"
+    names = {m for p in root.rglob("*.py") if "train" not in p.relative_to(root).parts
+             for m in re.findall(r'"(SVC_[A-Z_]+)"', p.read_text())}
+    assert {"SVC_DEBUG", "SVC_REAPER", "SVC_MALLOC_TUNING"} <= names
+    text = ok(svc("--help")).output
+    assert [n for n in sorted(names) if n not in text] == []

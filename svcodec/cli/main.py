@@ -184,6 +184,15 @@ def main():
       svc encode left.mp4 right.mp4 -o clip.svc     compress a stereo pair of videos
       svc info clip.svc                             headers, GOPs and per-frame sizes
       svc decode clip.svc                           back to lossless stereo video
+
+    \b
+    Environment:
+      SVC_DEBUG=1          show the traceback behind an error
+      SVC_MALLOC_TUNING=0  never keep freed memory for reuse (slower, smaller peak;
+                           by default only where the estimated peak fits in memory)
+      SVC_REAPER=0         no helper process removing temporaries after a kill -9
+      SVC_WEIGHTS_DIR      where the shipped weights are looked up (default: weights/)
+      OMP_NUM_THREADS      torch threads (or --threads)
     """
 
 
