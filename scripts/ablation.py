@@ -58,7 +58,8 @@ def train_variant(variant: str, args, minutes: float | None = None) -> int:
     steps, budget = (10**9, minutes) if minutes else (args.steps, 100000)
     cmd = [sys.executable, "-m", "svcodec.train", "inter", "--ckpt", str(ckpt), "--variant", variant,
            "--init", str(args.init), "--steps", str(steps), "--minutes", str(budget),
-           "--device", args.device, "--threads", str(args.threads), "--log-seconds", "60"]
+           "--device", args.device, "--threads", str(args.threads), "--log-seconds", "60",
+           "--frames", "2"]  # the protocol docs/bench/ablation.md was measured with (2 P per sample)
     if args.data:
         cmd += ["--data", str(args.data)]
     cmd += args.trainer_args

@@ -208,7 +208,9 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=10**9)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--crop", default="128x192", help="HxW (or one size for square crops), multiples of 64")
-    ap.add_argument("--frames", type=int, default=2, help="P-frames per sample")
+    ap.add_argument("--frames", type=int, default=4,
+                    help="P-frames per sample, cascaded (every shipped P-frame model since the 3rd session "
+                         "trained on 4: with 2, the quality fell 0.13 dB per frame along a GOP)")
     ap.add_argument("--cascade", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--warp-weight", type=float, default=1.0)
