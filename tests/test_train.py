@@ -311,11 +311,12 @@ def test_bf16_autocast_patches_only_the_named_transforms():
 
 def test_inter_bf16_transforms_exist_and_exclude_entropy_and_warping():
     from svcodec.nn.inter import TINY, StereoInterCodec
-    from svcodec.train.train_inter import BF16_TRANSFORMS
+    from svcodec.train.train_inter import BF16_TRANSFORMS, VARIANTS, configure_stage
 
-    model = StereoInterCodec(TINY)
-    for name in BF16_TRANSFORMS:  # a misspelt name would silently stay float32
-        model.get_submodule(name)
+    for variant in VARIANTS:  # the trainer wraps every name in every variant
+        model = StereoInterCodec(configure_stage(TINY, "full", variant))
+        for name in BF16_TRANSFORMS:
+            model.get_submodule(name)
     assert not any(part in name for name in BF16_TRANSFORMS for part in ("em", "h_a", "h_s", "entropy", "temporal"))
 
 

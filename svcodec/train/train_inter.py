@@ -181,18 +181,10 @@ def with_zero_motion(flow: torch.Tensor, share: float, gen: torch.Generator) -> 
 
 # The convolution stacks that may run in bf16: neither the entropy models and hyper coders (their
 # likelihoods decide the rate term) nor the warping (bf16 positions are off by up to a pixel at
-# 192 columns) are among them. Variants without some of them skip those names.
+# 192 columns) are among them. Every ablation variant has all of them.
 BF16_TRANSFORMS = ("adaptor", "motion.enc", "motion.dec",
                    *(f"compensation.{n}" for n in ("f1", "f2", "f3", "r3", "up3", "r2", "up2", "r1")),
                    *(f"context.{n}" for n in ("e1", "e2", "e3", "e4", "d1", "d2", "d3", "d4", "recon")))
-
-
-def _has_submodule(model: torch.nn.Module, name: str) -> bool:
-    try:
-        model.get_submodule(name)
-        return True
-    except AttributeError:
-        return False
 
 
 def main(argv=None) -> None:
@@ -280,8 +272,7 @@ def main(argv=None) -> None:
         print(f"init from {args.init}: {len(missing)} tensors start from their initialisation")
 
     bf16 = args.bf16 if args.bf16 is not None else torch.device(args.device).type == "cuda"
-    autocast_submodules(model, [n for n in BF16_TRANSFORMS if _has_submodule(model, n)],
-                        torch.device(args.device).type, bf16)
+    autocast_submodules(model, list(BF16_TRANSFORMS), torch.device(args.device).type, bf16)
     intra = load_intra(args.intra, device=args.device)
     for p in intra.model.parameters():
         p.requires_grad_(False)
