@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
 # Keep a nice'd training run going in the background (every session should):
 #
-#   [MINUTES=120] scripts/train_background.sh MODEL [extra trainer flags]
+#   [MINUTES=120] [RUN=NAME [FROM=CKPT]] scripts/train_background.sh MODEL [extra trainer flags]
 #
-# Resumes runs/MODEL.pt if it exists (a new intra run starts from the shipped weights),
-# logs to runs/MODEL.log, and refuses to start a second run on the same checkpoint.
+# Resumes runs/RUN.pt (RUN defaults to MODEL) if it exists (a new intra run starts from the
+# shipped weights, or from a copy of FROM), logs to runs/RUN.log, and refuses to start a
+# second run on the same checkpoint. A finishing run before shipping (weights/README.md):
+#   RUN=intra_fin FROM=runs/intra.pt scripts/train_background.sh intra --lr 1e-5 ...
 # Stop it with `kill <pid>` (printed below): it checkpoints and exits within a step.
 set -euo pipefail
 MODEL=${1:?usage: [MINUTES=120] scripts/train_background.sh MODEL [trainer flags]}
 shift
 MINUTES=${MINUTES:-120}
+RUN=${RUN:-$MODEL}
 cd "$(dirname "$0")/.."
 mkdir -p runs
-CKPT=runs/$MODEL.pt
-LOG=runs/$MODEL.log
-PIDFILE=runs/$MODEL.pid
+CKPT=runs/$RUN.pt
+LOG=runs/$RUN.log
+PIDFILE=runs/$RUN.pid
 if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-  echo "error: a run of $MODEL is already going (pid $(cat "$PIDFILE"), log $LOG)" >&2
+  echo "error: run $RUN is already going (pid $(cat "$PIDFILE"), log $LOG)" >&2
   exit 1
+fi
+if [ -n "${FROM:-}" ] && [ ! -f "$CKPT" ]; then
+  # fork: a copy, so that the run FROM belongs to (maybe still going) is never touched;
+  # copied under a temporary name first, so a failed copy is not taken for a checkpoint
+  [ -f "$FROM" ] || { echo "error: $FROM: no such checkpoint" >&2; exit 1; }
+  cp "$FROM" "$CKPT.fork" && mv "$CKPT.fork" "$CKPT"
+  echo "forked $FROM -> $CKPT"
 fi
 INIT_ARGS=()
 if [ ! -f "$CKPT" ] && [ "$MODEL" = intra ]; then INIT_ARGS=(--init elic_small_vr); fi
@@ -37,4 +47,4 @@ nohup nice -n 19 bash -c '
   done' _ "$T_END" ${PYTHON:-python} -m svcodec.train "$MODEL" --ckpt "$CKPT" --device cpu "${INIT_ARGS[@]}" "$@" \
   >>"$LOG" 2>&1 &
 echo $! >"$PIDFILE"
-echo "started $MODEL (pid $!, $MINUTES min, checkpoint $CKPT, log $LOG)"
+echo "started $RUN ($MODEL, pid $!, $MINUTES min, checkpoint $CKPT, log $LOG)"

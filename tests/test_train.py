@@ -458,6 +458,54 @@ def test_background_run_resumes_after_a_crash_and_stops_on_kill(tmp_path):
     assert "trainer died (exit 139); resuming its checkpoint" in text
 
 
+def test_background_run_forks_a_copy_of_another_checkpoint(tmp_path):
+    """RUN=NAME FROM=CKPT trains a copy of CKPT under runs/NAME.pt (a finishing run beside the
+    main one): the source is never written, a second start resumes the fork instead of copying
+    again, and a missing source is an error before anything starts."""
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "train_background.sh"
+    script.write_text((REPO / "scripts" / "train_background.sh").read_text())
+    script.chmod(0o755)
+    fake = tmp_path / "fake_python"
+    fake.write_text("#!/usr/bin/env bash\necho \"args: $*\"\n")
+    fake.chmod(0o755)
+    (tmp_path / "runs").mkdir()
+    source = tmp_path / "runs" / "intra.pt"
+    source.write_bytes(b"main run")
+    env = dict(os.environ, PYTHON=str(fake), MINUTES="5", RUN="intra_fin", FROM="runs/intra.pt")
+
+    def start():
+        out = subprocess.run([str(script), "intra", "--lr", "1e-5"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=30)
+        log = tmp_path / "runs" / "intra_fin.log"
+        deadline = time.time() + 20
+        while out.returncode == 0 and "args:" not in (log.read_text() if log.exists() else ""):
+            assert time.time() < deadline
+            time.sleep(0.05)
+        (tmp_path / "runs" / "intra_fin.pid").unlink(missing_ok=True)  # the (fake) run is over
+        return out
+
+    out = start()
+    assert out.returncode == 0, out.stderr
+    assert "forked runs/intra.pt -> runs/intra_fin.pt" in out.stdout
+    fork = tmp_path / "runs" / "intra_fin.pt"
+    assert fork.read_bytes() == b"main run" and not (tmp_path / "runs" / "intra_fin.pt.fork").exists()
+    log = (tmp_path / "runs" / "intra_fin.log").read_text()
+    # the fork resumes its own checkpoint, without --init (the copy is the start)
+    assert "args: -m svcodec.train intra --ckpt runs/intra_fin.pt --device cpu --lr 1e-5 --minutes" in log
+    fork.write_bytes(b"fork trained")
+    (tmp_path / "runs" / "intra_fin.log").unlink()
+    out = start()
+    assert out.returncode == 0 and "forked" not in out.stdout
+    assert fork.read_bytes() == b"fork trained" and source.read_bytes() == b"main run"
+
+    env["RUN"], env["FROM"] = "other", "runs/missing.pt"
+    out = subprocess.run([str(script), "intra"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 1 and "runs/missing.pt: no such checkpoint" in out.stderr
+    assert not (tmp_path / "runs" / "other.pt").exists() and not (tmp_path / "runs" / "other.log").exists()
+
+
 def test_a_non_finite_gradient_is_dropped_not_applied():
     """One infinite gradient must not turn the weights into NaN (an intra run lost 1.1 hours
     that way): the step is dropped, a finite one is clipped and applied."""
