@@ -127,11 +127,15 @@ def write_png_pair(root, lefts, rights, grey: bool = False) -> tuple[str, str]:
     return (write_png_folder(root / "left", lefts, grey), write_png_folder(root / "right", rights, grey))
 
 
-def write_video(path, frames, *, fps=30, codec="ffv1", grey: bool = False) -> str:
-    """Lossless clip: FFV1 (bgr0 / gray) in .mkv, or libx264rgb qp 0 in .mp4."""
+def write_video(path, frames, *, fps=30, codec="ffv1", grey: bool = False, display=None) -> str:
+    """Lossless clip: FFV1 (bgr0 / gray) in .mkv, or libx264rgb qp 0 in .mp4. ``display``:
+    (degrees counter-clockwise, hflip, vflip) written as the stream's display matrix (.mp4)."""
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=Fraction(fps))
         s.width, s.height = frames[0].shape[1], frames[0].shape[0]
+        if display is not None:
+            degrees, hflip, vflip = display
+            s.set_display_rotation(degrees, hflip=hflip, vflip=vflip)
         if codec == "libx264rgb":
             s.pix_fmt, s.options = "rgb24", {"qp": "0"}
         else:

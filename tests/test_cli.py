@@ -217,6 +217,26 @@ def test_video_and_side_by_side_inputs_give_the_same_stream(tmp_path, pngs, fram
     assert (tmp_path / "sbs.svc").read_bytes() == ref
 
 
+def test_phone_video_is_coded_upright_unless_told_otherwise(tmp_path, pngs, frames, tiny_weights):
+    """Videos whose display matrix says 'turn 90 degrees clockwise' (a phone held upright) code
+    like PNGs of the upright frames, with a note; --no-autorotate codes them as stored."""
+    lefts, rights = frames
+    display = (-90, False, False)
+    l = write_video(tmp_path / "l.mp4", lefts, codec="libx264rgb", display=display)
+    r = write_video(tmp_path / "r.mp4", rights, codec="libx264rgb", display=display)
+    upright = write_png_pair(tmp_path / "up", [np.rot90(a, -1) for a in lefts], [np.rot90(b, -1) for b in rights])
+    ok(svc("encode", *upright, "-o", tmp_path / "up.svc", "--weights", tiny_weights, "-q"))
+    res = ok(svc("encode", l, r, "-o", tmp_path / "phone.svc", "--weights", tiny_weights, "-q"))
+    assert (tmp_path / "phone.svc").read_bytes() == (tmp_path / "up.svc").read_bytes()
+    seq = SvcReader(tmp_path / "phone.svc").sequence
+    assert (seq.width, seq.height) == (H, W)
+    assert "svc: note: " in res.stderr and "rotated 90 degrees clockwise" in res.stderr
+    ok(svc("encode", *pngs, "-o", tmp_path / "png.svc", "--weights", tiny_weights, "-q"))
+    res = ok(svc("encode", l, r, "-o", tmp_path / "stored.svc", "--no-autorotate", "--weights", tiny_weights, "-q"))
+    assert (tmp_path / "stored.svc").read_bytes() == (tmp_path / "png.svc").read_bytes()
+    assert "rotated" not in res.stderr
+
+
 def test_grey_round_trip(tmp_path, tiny_weights, tiny_codec):
     lefts, rights = stereo_frames(2, H, W, seed=8, grey=True)
     l, r = write_png_pair(tmp_path / "in", lefts, rights, grey=True)

@@ -155,6 +155,89 @@ def test_yuv_unspecified_is_bt601_limited(tmp_path):
     assert np.abs(a[0, 0].astype(float) - want).max() <= 1.5
 
 
+def _pil_displayed(a, degrees, hflip, vflip):
+    """What PyAV's set_display_rotation documents: turn counter-clockwise, then mirror."""
+    im = Image.fromarray(a).rotate(degrees, expand=True)
+    if hflip:
+        im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if vflip:
+        im = im.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    return np.asarray(im)
+
+
+@pytest.mark.parametrize("display", [(90, False, False), (180, False, False), (270, False, False),
+                                     (0, True, False), (0, False, True), (90, True, False)])
+def test_display_matrix_turns_video_upright(tmp_path, display):
+    """A phone's video says through its display matrix how to show it; frames come out as a
+    player (and ffmpeg) shows them, with a notice, and as stored with autorotate=False."""
+    left, right = clip(5, n=2), clip(6, n=2)
+    l = write_video(tmp_path / "l.mp4", left, codec="libx264rgb", display=display)
+    r = write_video(tmp_path / "r.mp4", right, codec="libx264rgb", display=display)
+    src = open_stereo(l, r)
+    want_l = [_pil_displayed(a, *display) for a in left]
+    assert (src.height, src.width) == want_l[0].shape[:2]
+    pairs = list(src.frames())
+    assert_same([p[0] for p in pairs], want_l)
+    assert_same([p[1] for p in pairs], [_pil_displayed(a, *display) for a in right])
+    assert len(src.notices) == 2 and "as its display matrix asks" in src.notices[0]
+    assert "l.mp4" in src.notices[0] and "--no-autorotate" in src.notices[0]
+
+    stored = open_stereo(l, r, autorotate=False)
+    assert (stored.width, stored.height, stored.notices) == (W, H, [])
+    assert_same([p[0] for p in stored.frames()], left)
+
+
+def test_display_matrix_notice_names_the_turn(tmp_path):
+    frames = clip(5, n=1)
+    path = write_video(tmp_path / "p.mp4", frames, codec="libx264rgb", display=(-90, False, False))
+    src = open_stereo(path, path)
+    assert "rotated 90 degrees clockwise" in src.notices[0] and f"coded as {H}x{W}" in src.notices[0]
+    plain = write_video(tmp_path / "q.mp4", frames, codec="libx264rgb")
+    assert open_stereo(plain, plain).notices == []  # no display matrix, nothing said
+
+
+@pytest.mark.parametrize("tag", range(1, 9))
+def test_exif_orientation_turns_images_upright(tmp_path, tag):
+    """Images with an EXIF orientation come out as Pillow's exif_transpose (and viewers) show them;
+    the upright size is the one checked across a folder."""
+    from PIL import ImageOps
+
+    frames = clip(7, n=2)
+    folders = []
+    for side in ("L", "R"):
+        os.makedirs(tmp_path / side)
+        for i, a in enumerate(frames):
+            exif = Image.Exif()
+            exif[0x0112] = tag
+            Image.fromarray(a).save(tmp_path / side / f"f{i}.png", exif=exif)
+        folders.append(str(tmp_path / side))
+    with Image.open(tmp_path / "L" / "f0.png") as im:
+        want = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    src = open_stereo(*folders)
+    a, b = next(src.frames())
+    np.testing.assert_array_equal(a, want)
+    np.testing.assert_array_equal(b, want)
+    assert (src.height, src.width) == want.shape[:2]
+    assert bool(src.notices) == (tag != 1)
+    a, _ = next(open_stereo(*folders, autorotate=False).frames())
+    np.testing.assert_array_equal(a, frames[0])
+
+
+def test_folder_of_images_turned_differently_but_upright_alike(tmp_path):
+    """A camera turned between shots: stored sizes differ, upright sizes agree."""
+    frames = clip(8, n=2)
+    os.makedirs(tmp_path / "L")
+    Image.fromarray(frames[0]).save(tmp_path / "L" / "f0.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned 90 degrees counter-clockwise: shown turned back clockwise
+    Image.fromarray(np.ascontiguousarray(np.rot90(frames[1]))).save(tmp_path / "L" / "f1.png", exif=exif)
+    src = open_stereo(str(tmp_path / "L"), str(tmp_path / "L"))
+    got = [p[0] for p in src.frames()]
+    assert_same(got, frames)
+    assert "1 of 2 images turned upright" in src.notices[0] and "f1.png" in src.notices[0]
+    raises_naming("f1.png", str(tmp_path / "L"), str(tmp_path / "L"), autorotate=False)
+
+
 # ---------------------------------------------------------------- input errors
 
 

@@ -216,6 +216,9 @@ def main():
                    "Measured with 20 steps: +0.03..+0.21 dB for -4..+1 % bits, at 6-13x the encode time. "
                    f"At most {MAX_REFINE_STEPS}.")
 @click.option("--frames", type=int, default=None, help="Encode only the first N frame pairs.")
+@click.option("--no-autorotate", "no_autorotate", is_flag=True,
+              help="Code frames as stored. By default they are turned upright as players show them "
+                   "(like ffmpeg): a video's display matrix (phones), an image's EXIF orientation.")
 @click.option("--fps", default=None, help="Frame rate for image-folder input (e.g. 30 or 30000/1001).")
 @click.option("--device", type=DEVICE, default="cpu", show_default=True)
 @click.option("--weights", default=None, help="I-frame weights: a name in weights/ or a .safetensors path.")
@@ -223,8 +226,8 @@ def main():
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (output is identical for any value).")
 @click.option("--json", "as_json", is_flag=True, help="Print the encode report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def encode(left, right, output, overwrite, no_overwrite, sbs, rate, gop, motion, refine, frames, fps, device,
-           weights, inter_weights, threads, as_json, quiet):
+def encode(left, right, output, overwrite, no_overwrite, sbs, rate, gop, motion, refine, frames, no_autorotate,
+           fps, device, weights, inter_weights, threads, as_json, quiet):
     """Compress a stereo clip into an .svc file.
 
     LEFT and RIGHT are two videos (anything FFmpeg reads) or two folders of PNG/WebP/JPEG
@@ -253,7 +256,8 @@ def encode(left, right, output, overwrite, no_overwrite, sbs, rate, gop, motion,
     fsutil.check_output(output, (left, right), mode)
     if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
         raise InputError(f"{output}: output folder {os.path.dirname(os.path.abspath(output))} does not exist")
-    source = open_stereo(left, right, side_by_side=sbs, max_frames=frames, **({"fps": fps} if fps else {}))
+    source = open_stereo(left, right, side_by_side=sbs, max_frames=frames, autorotate=not no_autorotate,
+                         **({"fps": fps} if fps else {}))
     with source:
         try:
             check_frame_size(source.width, source.height)

@@ -14,6 +14,8 @@ Colour convention (verified against PyAV 18 / FFmpeg 8):
   identical channels; ``StereoSource.grey`` is then True.
 * Images are decoded by Pillow: JPEG via its JFIF (full range BT.601) rule,
   16-bit images keep their top 8 bits, alpha is dropped.
+* Frames are turned upright as a player shows them (``orientation.py``): a video's display
+  matrix, an image's EXIF orientation; ``autorotate=False`` keeps them as stored.
 
 All problems with the input raise ``InputError`` with one line that names the
 file; exceptions from PyAV and Pillow never escape unwrapped.
@@ -31,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from svcodec.errors import InputError
+from svcodec.io.orientation import EXIF_ORIENTATION_TAG, Orientation, from_display_matrix, from_exif
 
 IMAGE_EXTENSIONS = (".png", ".webp", ".jpg", ".jpeg")
 DEFAULT_IMAGE_FPS = Fraction(30)
@@ -64,19 +67,36 @@ def _video_frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
 
 
-def _image_to_rgb(path: str) -> np.ndarray:
+def _display_matrix(frame: av.VideoFrame):
+    try:
+        side = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+        matrix = None if side is None else np.frombuffer(bytes(side), dtype="=i4")
+    except (AttributeError, KeyError, TypeError, ValueError):  # a PyAV without it, a short blob
+        return None
+    return matrix if matrix is not None and matrix.size == 9 else None
+
+
+def _image_orientation(im: Image.Image) -> Orientation:
+    try:
+        return from_exif(im.getexif().get(EXIF_ORIENTATION_TAG))
+    except Exception:  # a damaged EXIF block: the pixels are still fine, keep them as stored
+        return Orientation()
+
+
+def _image_to_rgb(path: str, autorotate: bool = True) -> np.ndarray:
     try:
         with Image.open(path) as im:
+            orientation = _image_orientation(im) if autorotate else Orientation()
             if im.mode.startswith("I"):
                 # convert("L") clips 16-bit samples instead of scaling them.
                 grey = (np.asarray(im).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
             elif im.mode in _GREY_IMAGE_MODES:
                 grey = np.asarray(im.convert("L"))
             else:
-                return np.asarray(im.convert("RGB")).copy()
+                return orientation.apply(np.asarray(im.convert("RGB")).copy())
     except Exception as e:  # Pillow raises many unrelated types for bad files
         raise InputError(f"{path}: cannot read image ({_reason(e)})") from e
-    return np.repeat(grey[:, :, None], 3, axis=2)
+    return orientation.apply(np.repeat(grey[:, :, None], 3, axis=2))
 
 
 @dataclass
@@ -92,18 +112,20 @@ class _View:
     description: str
     images: list[str] | None = None  # set for image folders
     notices: list[str] = field(default_factory=list)  # accepted, but the user should know
+    orientation: Orientation = Orientation()  # videos: the first frame's, for the whole stream
+    autorotate: bool = True  # images: each turned upright by its own EXIF orientation
 
     def frames(self) -> Iterator[np.ndarray]:
         if self.images is not None:
             for image in self.images:
-                yield _image_to_rgb(image)
+                yield _image_to_rgb(image, self.autorotate)
             return
         container = _open_container(self.path)
         try:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
-                yield _video_frame_to_rgb(frame)
+                yield self.orientation.apply(_video_frame_to_rgb(frame))
         except (av.FFmpegError, OSError) as e:
             raise InputError(f"{self.path}: decoding failed ({_reason(e)})") from e
         finally:
@@ -128,7 +150,7 @@ def _bits_per_sample(fmt) -> int:
         return 8
 
 
-def _probe_video(path: str) -> _View:
+def _probe_video(path: str, autorotate: bool = True) -> _View:
     container = _open_container(path)
     try:
         stream = container.streams.video[0]
@@ -155,10 +177,23 @@ def _probe_video(path: str) -> _View:
         notices.append(f"{path}: {bits} bits per sample ({first.format.name}), coded as 8-bit RGB")
     if has_audio:
         notices.append(f"{path}: has audio; svc codes the video only")
+    orientation, matrix = Orientation(), _display_matrix(first)
+    if matrix is not None and autorotate:
+        turned = from_display_matrix(matrix)
+        if turned is None:
+            notices.append(f"{path}: its display matrix is not a quarter turn or a mirror; "
+                           f"coded as stored")
+        elif not turned.identity:
+            orientation = turned
+            w, h = turned.size(first.width, first.height)
+            notices.append(f"{path}: {turned.describe()} as its display matrix asks (as players "
+                           f"and ffmpeg show it), coded as {w}x{h}; --no-autorotate keeps it as stored")
+    width, height = orientation.size(first.width, first.height)
     return _View(
         path=path,
-        width=first.width,
-        height=first.height,
+        width=width,
+        height=height,
+        orientation=orientation,
         fps=Fraction(fps),
         frame_count=frame_count,
         grey=_is_grey_pix_fmt(first.format.name),
@@ -167,7 +202,7 @@ def _probe_video(path: str) -> _View:
     )
 
 
-def _probe_folder(path: str, fps: Fraction) -> _View:
+def _probe_folder(path: str, fps: Fraction, autorotate: bool = True) -> _View:
     try:
         names = sorted(
             n for n in os.listdir(path)
@@ -178,23 +213,32 @@ def _probe_folder(path: str, fps: Fraction) -> _View:
     if not names:
         raise InputError(f"{path}: folder contains no PNG, WebP or JPEG images")
     images = [os.path.join(path, n) for n in names]
-    size, grey = None, True
+    size, grey, turned = None, True, []
     # Headers only (Pillow opens lazily), so checking every file up front is cheap
     # and reports a bad folder before any encoding starts.
     for image in images:
         try:
             with Image.open(image) as im:
-                this_size, mode = im.size, im.mode
+                orientation = _image_orientation(im) if autorotate else Orientation()
+                this_size, mode = orientation.size(*im.size), im.mode
         except Exception as e:
             raise InputError(f"{image}: cannot read image ({_reason(e)})") from e
+        if not orientation.identity:
+            turned.append((image, orientation))
         if size is None:
             size = this_size
         elif this_size != size:
             raise InputError(
-                f"{image}: image is {this_size[0]}x{this_size[1]} but {names[0]} "
+                f"{image}: image is {this_size[0]}x{this_size[1]} (upright) but {names[0]} "
                 f"in the same folder is {size[0]}x{size[1]}"
             )
         grey = grey and mode in _GREY_IMAGE_MODES
+    notices = []
+    if turned:
+        image, orientation = turned[0]
+        notices.append(f"{path}: {len(turned)} of {len(images)} images turned upright as their EXIF "
+                       f"orientation asks (e.g. {os.path.basename(image)}: {orientation.describe()}); "
+                       f"--no-autorotate keeps them as stored")
     return _View(
         path=path,
         width=size[0],
@@ -204,15 +248,17 @@ def _probe_folder(path: str, fps: Fraction) -> _View:
         grey=grey,
         description=f"{os.path.basename(os.path.normpath(path))}/ ({len(images)} images)",
         images=images,
+        notices=notices,
+        autorotate=autorotate,
     )
 
 
-def _open_view(path: str, fps: Fraction) -> _View:
+def _open_view(path: str, fps: Fraction, autorotate: bool) -> _View:
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file or folder")
     if os.path.isdir(path):
-        return _probe_folder(path, fps)
-    return _probe_video(path)
+        return _probe_folder(path, fps, autorotate)
+    return _probe_video(path, autorotate)
 
 
 @dataclass
@@ -302,6 +348,7 @@ def open_stereo(
     side_by_side: bool = False,
     fps: Fraction | float | str | None = None,
     max_frames: int | None = None,
+    autorotate: bool = True,
 ) -> StereoSource:
     """Open a stereo input and check that both views agree.
 
@@ -311,20 +358,22 @@ def open_stereo(
     image folders (default 30); video files carry their own. ``max_frames``: only the first
     frames will be used, so views that differ in length only after them are accepted (as they
     are when the container does not know its frame count and the views are streamed).
+    ``autorotate``: turn frames upright as a player shows them (a video's display matrix, an
+    image's EXIF orientation), like ffmpeg; False codes them as stored.
     """
     if side_by_side and right is not None:
         raise InputError(f"{right}: a side-by-side input takes a single file, not a right view")
     if not side_by_side and right is None:
         raise InputError(f"{left}: no right view given (pass a right input or use side-by-side)")
     image_fps = DEFAULT_IMAGE_FPS if fps is None else _parse_fps(fps)
-    lv = _open_view(os.fspath(left), image_fps)
+    lv = _open_view(os.fspath(left), image_fps, autorotate)
 
     if side_by_side:
         if lv.width % 2:
             raise InputError(f"{lv.path}: side-by-side width {lv.width} is odd, cannot split in halves")
         width, rv, desc = lv.width // 2, None, f"{lv.description} side-by-side"
     else:
-        rv = _open_view(os.fspath(right), image_fps)
+        rv = _open_view(os.fspath(right), image_fps, autorotate)
         if (lv.width, lv.height) != (rv.width, rv.height):
             raise InputError(
                 f"{rv.path}: right view is {rv.width}x{rv.height} but left view "
