@@ -396,6 +396,43 @@ def test_ablation_variants_configure_the_model():
     assert parts("single", "full") == (False, False, "aligned")
 
 
+def test_inter_warmup_frames_lengthen_the_samples_not_the_trained_cascade(tmp_path, data_dir, monkeypatch):
+    """--warmup-frames K: samples hold 1 + K + P frames; the first 0..K P-frames are coded without
+    gradients and the loss covers exactly P frames after them."""
+    import svcodec.train.train_inter as ti
+
+    lengths, trained = [], []
+    real_sampler, real_code = ti.ClipSampler, ti.code_p_frame
+
+    def sampler(clips, frames, *a, **kw):
+        lengths.append(frames)
+        return real_sampler(clips, frames, *a, **kw)
+
+    def code(model, ref, rate, side):
+        trained.append(torch.is_grad_enabled())
+        return real_code(model, ref, rate, side)
+
+    monkeypatch.setattr(ti, "ClipSampler", sampler)
+    monkeypatch.setattr(ti, "code_p_frame", code)
+    monkeypatch.chdir(tmp_path)
+    ckpt = tmp_path / "warm.pt"
+    ti.main(["--ckpt", str(ckpt), "--data", str(data_dir), "--config", "tiny", "--crop", "64", "--batch", "1",
+             "--frames", "2", "--warmup-frames", "3", "--threads", "1", "--log-seconds", "0", "--device", "cpu",
+             "--steps", "6"])
+    assert lengths == [1 + 3 + 2]
+    # per step: some untrained warm-up frames (0..3), then exactly 2 trained ones
+    steps, i = [], 0
+    while i < len(trained):
+        warm = 0
+        while not trained[i]:
+            warm, i = warm + 1, i + 1
+        assert trained[i:i + 2] == [True, True]
+        steps.append(warm)
+        i += 2
+    assert len(steps) == 6 and all(0 <= w <= 3 for w in steps) and max(steps) > 0
+    assert _ckpt(ckpt)["runs"][-1]["args"]["warmup_frames"] == "3"
+
+
 def test_inter_variant_and_i_rate_offset_are_kept_on_resume(tmp_path, data_dir):
     ckpt = tmp_path / "backbone.pt"
     cmd = [sys.executable, "-m", "svcodec.train", "inter", "--ckpt", str(ckpt), "--data", str(data_dir),

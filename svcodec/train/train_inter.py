@@ -203,6 +203,10 @@ def main(argv=None) -> None:
     ap.add_argument("--frames", type=int, default=4,
                     help="P-frames per sample, cascaded (every shipped P-frame model since the 3rd session "
                          "trained on 4: with 2, the quality fell 0.13 dB per frame along a GOP)")
+    ap.add_argument("--warmup-frames", type=int, default=0,
+                    help="before a sample's trained P-frames, code up to this many (0..N, drawn per step) "
+                         "without gradients, so that training also starts from references deep in a GOP, "
+                         "whose quality has drifted, as the codec's later P-frames do")
     ap.add_argument("--cascade", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--warp-weight", type=float, default=1.0)
@@ -301,10 +305,13 @@ def main(argv=None) -> None:
             g["lr"] = args.lr
 
     clips = load_clips(args.data, mono=not args.no_mono)
-    sampler = ClipSampler(clips, 1 + args.frames, crop, seed=step)
+    if args.warmup_frames < 0:
+        raise SystemExit("--warmup-frames must be >= 0")
+    sampler = ClipSampler(clips, 1 + args.warmup_frames + args.frames, crop, seed=step)
     gen = torch.Generator().manual_seed(step + 1)
     flow_of = DisFlow()
-    print(f"device {args.device}, {args.threads} threads, bf16 {bf16}, batch {args.batch} x (1 I + {args.frames} P) "
+    warmup = f" + up to {args.warmup_frames} P untrained" if args.warmup_frames else ""
+    print(f"device {args.device}, {args.threads} threads, bf16 {bf16}, batch {args.batch} x (1 I{warmup} + {args.frames} P) "
           f"x {crop[0]}x{crop[1]}, LR {args.lr}", flush=True)
 
     stop = {"now": False}
@@ -342,11 +349,18 @@ def main(argv=None) -> None:
             i_rate = (rate2 + cfg.i_rate_offset).clamp(max=3.0)
             x_i = intra.model(x0, i_rate)["x_hat"].clamp(0, 1)
         ref = model.reference_from_intra(x_i)
+        # warm-up P-frames, coded as the codec does (rounded latents) and without gradients: the
+        # trained cascade then starts from their drifted reconstruction
+        first = 1 + int(torch.randint(args.warmup_frames + 1, (1,), generator=gen)) if args.warmup_frames else 1
+        with torch.no_grad():
+            for t in range(1, first):
+                x = frames_per_view(seq[:, t])
+                _, ref = code_p_frame(model, ref, rate2, TrainingSide(x, flow_of(x, ref.frame), False))
         noisy_decoder = bool(torch.rand(1, generator=gen) < args.decoder_noise)
         loss = 0.0
         w_warp = args.warp_weight * max(0.1, 1.0 - 0.9 * step / max(1, args.warp_decay_steps))
         mses, bpps, bpp_mv, wmses = [], [], [], []
-        for t in range(1, seq.shape[1]):
+        for t in range(first, first + args.frames):
             x = frames_per_view(seq[:, t])
             flow = with_zero_motion(flow_of(x, ref.frame.detach()), args.zero_motion, gen)
             side = TrainingSide(x, flow, noisy_decoder)
@@ -363,7 +377,7 @@ def main(argv=None) -> None:
             bpp_mv.append((side.bits["motion"] / pixels).detach().mean())
             if not args.cascade:
                 ref = type(ref)(ref.frame.detach(), ref.feature.detach())
-        loss = loss / (seq.shape[1] - 1)
+        loss = loss / args.frames
         opt.zero_grad(set_to_none=True)
         loss.backward()
         finite = clipped_finite(clip_groups, args.clip)  # a non-finite step is dropped, not applied
@@ -391,7 +405,7 @@ def main(argv=None) -> None:
         ema = tuple(a if i in keep else 0.98 * a + 0.02 * c for i, (a, c) in enumerate(zip(ema, cur)))
         if time.time() - last_log >= args.log_seconds:
             last_log = time.time()
-            px = b * 2 * (seq.shape[1] - 1) * seq.shape[-1] * seq.shape[-2]
+            px = b * 2 * args.frames * seq.shape[-1] * seq.shape[-2]
             dt = time.time() - t0
             print(f"step {step} stage {stage} loss {ema[0]:.4f} P bpp {ema[1]:.4f} (motion {ema[2]:.4f}) "
                   f"P psnr {ema[3]:.2f} (prediction {ema[4]:.2f}) | {dt:.2f} s/step, {px / dt / 1e3:.0f} kpx/s, {seconds / 3600:.2f} h",
