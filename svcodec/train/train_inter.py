@@ -203,10 +203,11 @@ def main(argv=None) -> None:
     ap.add_argument("--frames", type=int, default=4,
                     help="P-frames per sample, cascaded (every shipped P-frame model since the 3rd session "
                          "trained on 4: with 2, the quality fell 0.13 dB per frame along a GOP)")
-    ap.add_argument("--warmup-frames", type=int, default=0,
+    ap.add_argument("--warmup-frames", type=int, default=11,
                     help="before a sample's trained P-frames, code up to this many (0..N, drawn per step) "
                          "without gradients, so that training also starts from references deep in a GOP, "
-                         "whose quality has drifted, as the codec's later P-frames do")
+                         "whose quality has drifted, as the codec's later P-frames do (11 + 4 trained: every "
+                         "P position of the default GOP 16; 0: off, each sample starts at its I-frame)")
     ap.add_argument("--cascade", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--warp-weight", type=float, default=1.0)
