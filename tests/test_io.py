@@ -223,6 +223,28 @@ def test_exif_orientation_turns_images_upright(tmp_path, tag):
     np.testing.assert_array_equal(a, frames[0])
 
 
+def test_checking_a_png_folder_reads_headers_only(tmp_path, monkeypatch):
+    """Looking for an EXIF orientation must not decode every PNG of a folder up front (Pillow's
+    getexif would, to find an eXIf chunk after the pixel data)."""
+    from PIL import PngImagePlugin
+
+    folder = write_pngs(tmp_path / "L", clip(9, n=3))
+
+    decoded = []
+    real_load = PngImagePlugin.PngImageFile.load
+
+    def counting_load(self):
+        decoded.append(self.filename)
+        return real_load(self)
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", counting_load)
+    src = open_stereo(folder, folder)
+    assert (src.width, src.height, src.frame_count) == (W, H, 3)
+    assert decoded == []
+    next(src.frames())  # decoding the frames themselves does load them
+    assert decoded
+
+
 def test_folder_of_images_turned_differently_but_upright_alike(tmp_path):
     """A camera turned between shots: stored sizes differ, upright sizes agree."""
     frames = clip(8, n=2)

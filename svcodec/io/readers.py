@@ -77,6 +77,11 @@ def _display_matrix(frame: av.VideoFrame):
 
 
 def _image_orientation(im: Image.Image) -> Orientation:
+    if im.format == "PNG" and "exif" not in im.info:
+        # Pillow would decode the whole image to look for an eXIf chunk after the pixel data
+        # (allowed before PNG 3): that would make checking a folder a full decode. Such a late
+        # chunk is ignored here, and so in decoding too: the two always agree.
+        return Orientation()
     try:
         return from_exif(im.getexif().get(EXIF_ORIENTATION_TAG))
     except Exception:  # a damaged EXIF block: the pixels are still fine, keep them as stored
