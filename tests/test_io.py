@@ -223,6 +223,18 @@ def test_exif_orientation_turns_images_upright(tmp_path, tag):
     np.testing.assert_array_equal(a, frames[0])
 
 
+@pytest.mark.parametrize("tag, words", [
+    (1, ""), (2, "mirrored left-right"), (3, "rotated 180 degrees"), (4, "mirrored top-bottom"),
+    (5, "mirrored left-right and rotated 90 degrees counter-clockwise"), (6, "rotated 90 degrees clockwise"),
+    (7, "mirrored left-right and rotated 90 degrees clockwise"), (8, "rotated 90 degrees counter-clockwise")])
+def test_orientation_is_described_as_exif_names_it(tag, words):
+    """The notes' wording follows the EXIF names (2 'mirror horizontal', 5 'mirror horizontal and
+    rotate 270 CW', 6 'rotate 90 CW', ...)."""
+    from svcodec.io.orientation import from_exif
+
+    assert from_exif(tag).describe() == words
+
+
 def test_checking_a_png_folder_reads_headers_only(tmp_path, monkeypatch):
     """Looking for an EXIF orientation must not decode every PNG of a folder up front (Pillow's
     getexif would, to find an eXIf chunk after the pixel data)."""

@@ -45,22 +45,7 @@ class Orientation:
 
     def describe(self) -> str:
         """'rotated 90 degrees clockwise', 'mirrored left-right', ..."""
-        # the 2x2 map of (x, y) -> displayed (x, y), y pointing down
-        if self.transpose:
-            m = ((0, -1 if self.flip_cols else 1), (-1 if self.flip_rows else 1, 0))
-        else:
-            m = ((-1 if self.flip_cols else 1, 0), (0, -1 if self.flip_rows else 1))
-        det = m[0][0] * m[1][1] - m[0][1] * m[1][0]
-        if det < 0:  # mirrored: name the rotation that follows a left-right mirror
-            m = ((-m[0][0], m[0][1]), (-m[1][0], m[1][1]))
-        # on screen (y down) x' = y, y' = -x takes "right" to "up": counter-clockwise
-        rotation = {((1, 0), (0, 1)): "", ((0, 1), (-1, 0)): "rotated 90 degrees counter-clockwise",
-                    ((-1, 0), (0, -1)): "rotated 180 degrees",
-                    ((0, -1), (1, 0)): "rotated 90 degrees clockwise"}[m]
-        if det < 0 and rotation == "rotated 180 degrees":
-            return "mirrored top-bottom"
-        parts = (["mirrored left-right"] if det < 0 else []) + ([rotation] if rotation else [])
-        return " and ".join(parts)
+        return _DESCRIPTIONS[self]
 
 
 def from_display_matrix(matrix) -> Orientation | None:
@@ -89,6 +74,19 @@ _EXIF = {
     6: Orientation(transpose=True, flip_cols=True),
     7: Orientation(transpose=True, flip_rows=True, flip_cols=True),
     8: Orientation(transpose=True, flip_rows=True),
+}
+
+
+# each of the eight, in words (a mirror named first is applied first)
+_DESCRIPTIONS = {
+    Orientation(): "",
+    Orientation(flip_cols=True): "mirrored left-right",
+    Orientation(flip_rows=True, flip_cols=True): "rotated 180 degrees",
+    Orientation(flip_rows=True): "mirrored top-bottom",
+    Orientation(transpose=True): "mirrored left-right and rotated 90 degrees counter-clockwise",
+    Orientation(transpose=True, flip_cols=True): "rotated 90 degrees clockwise",
+    Orientation(transpose=True, flip_rows=True, flip_cols=True): "mirrored left-right and rotated 90 degrees clockwise",
+    Orientation(transpose=True, flip_rows=True): "rotated 90 degrees counter-clockwise",
 }
 
 

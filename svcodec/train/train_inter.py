@@ -246,6 +246,8 @@ def main(argv=None) -> None:
                          "a collapsed context coder; motion coder and entropy models keep theirs)")
     add_average_arg(ap)
     args = ap.parse_args(argv)
+    if args.warmup_frames < 0:
+        ap.error("--warmup-frames must be >= 0")
     torch.set_num_threads(args.threads)
     minutes = args.minutes if args.minutes is not None else (args.hours or 1.0) * 60
     crop = tuple(int(v) for v in args.crop.lower().split("x")) * (1 if "x" in args.crop.lower() else 2)
@@ -306,8 +308,6 @@ def main(argv=None) -> None:
             g["lr"] = args.lr
 
     clips = load_clips(args.data, mono=not args.no_mono)
-    if args.warmup_frames < 0:
-        raise SystemExit("--warmup-frames must be >= 0")
     sampler = ClipSampler(clips, 1 + args.warmup_frames + args.frames, crop, seed=step)
     gen = torch.Generator().manual_seed(step + 1)
     flow_of = DisFlow()
