@@ -366,6 +366,72 @@ def test_driver_at_gop_1_runs_svcodec_once(tmp_path, monkeypatch):
     assert gops == [1] and [r["codec"] for r in rows] == ["svcodec"]
 
 
+def test_candidate_weights_and_a_baseline_run(tmp_path, monkeypatch):
+    """--weights/--inter-weights reach encoder and decoder alike; each row records the weights its
+    stream names; --baseline brings an earlier run's svcodec rows in as prev:* (same clip, frame
+    count and GOP only) and compares each variant with its earlier self."""
+    import json
+    import os
+    import sys
+    import types
+
+    from PIL import Image
+
+    from svcodec.bench.run import main
+
+    calls = []
+
+    def encode_frames(left, right, out_path, rate, gop, **kw):
+        calls.append(("encode", kw.get("weights"), kw.get("inter_weights")))
+        _write_fake_svc(left, right, out_path, rate, gop)
+        return types.SimpleNamespace(bytes=os.path.getsize(out_path))
+
+    def decode_file(path, **kw):
+        calls.append(("decode", kw.get("weights"), kw.get("inter_weights")))
+        return _read_fake_svc(path)
+
+    monkeypatch.setitem(sys.modules, "svcodec.codec.api",
+                        types.SimpleNamespace(encode_frames=encode_frames, decode_file=decode_file))
+    clip = tmp_path / "clip"
+    for view in ("left", "right"):
+        (clip / view).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(_img(seed=i)).save(clip / view / f"{i:04d}.png")
+    common = ["--data", str(clip), "--frames", "3", "--rates", "0,1", "--anchors", "", "--no-msssim"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(common + ["--out", str(first)]) == 0
+    assert set(calls) == {("encode", None, None), ("decode", None, None)}
+    calls.clear()
+    assert main(common + ["--weights", "cand.safetensors", "--inter-weights", "candp.safetensors",
+                          "--baseline", str(first / "bench.json"), "--out", str(second)]) == 0
+    assert set(calls) == {("encode", "cand.safetensors", "candp.safetensors"),
+                          ("decode", "cand.safetensors", "candp.safetensors")}
+    res = json.loads((second / "bench.json").read_text())
+    rows = res["results"]
+    assert [(r["codec"], r["q"]) for r in rows] == [
+        ("svcodec", 0), ("svcodec", 1), ("svcodec-intra", 0), ("svcodec-intra", 1),
+        ("prev:svcodec", 0), ("prev:svcodec", 1), ("prev:svcodec-intra", 0), ("prev:svcodec-intra", 1)]
+    assert all(r["source"].startswith("baseline bench.json") for r in rows[4:])
+    assert rows[0]["model"] == {"name": "raw", "id": "00" * 16}  # what the fake stream's header names
+    assert res["meta"]["svcodec_models"] == {"svcodec": ["raw " + "00" * 16], "svcodec-intra": ["raw " + "00" * 16]}
+    pairs = [(b["codec"], b["anchor"]) for b in res["bd_rate"]]
+    assert ("svcodec", "prev:svcodec") in pairs and ("svcodec-intra", "prev:svcodec-intra") in pairs
+    assert not any(c.startswith("prev:") for c, _ in pairs)  # the baseline's rows are anchors only
+    md = (second / "bench.md").read_text()
+    assert "| clip | prev:svcodec | 0 |" in md and "svcodec weights measured" in md
+    assert "| clip | prev:svcodec | 0 | 1 / 2 |" not in md  # nor in the bit-allocation table
+    # a baseline at another GOP: only its all-intra rows are comparable
+    third = tmp_path / "third"
+    assert main(common + ["--gop", "2", "--baseline", str(first / "bench.json"), "--out", str(third)]) == 0
+    codecs = {r["codec"] for r in json.loads((third / "bench.json").read_text())["results"]}
+    assert codecs == {"svcodec", "svcodec-intra", "prev:svcodec-intra"}
+    # a file that is not a bench.json is refused before anything is measured
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    assert main(common + ["--baseline", str(bad), "--out", str(tmp_path / "never")]) != 0
+    assert not (tmp_path / "never").exists()
+
+
 FAKE_MVHEVC = '''
 import sys
 from fractions import Fraction
@@ -415,7 +481,8 @@ def test_svcodec_variants_are_compared_with_every_anchor():
 
     rows = (_curve("x265") + _curve("x265-intra", 2) + _curve("sbs", 0.9) + _curve("x265-444", 0.8)
             + _curve("svcodec", 4) + _curve("svcodec-intra", 8) + _curve("x264", 1.1)
-            + _curve("ref:x265") + _curve("ref:htm_ldp", 0.75) + _curve("ref:mvhevc", 0.95, frames=10))
+            + _curve("ref:x265") + _curve("ref:htm_ldp", 0.75) + _curve("ref:mvhevc", 0.95, frames=10)
+            + _curve("prev:svcodec", 5) + _curve("prev:svcodec-intra", 8))
     pairs = {(b["codec"], b["anchor"]): b["bd_rate_psnr"] for b in bd_table(rows)}
     assert pairs[("svcodec", "x265")] == pytest.approx(300.0, abs=1.0)
     assert pairs[("svcodec", "x265-intra")] == pytest.approx(100.0, abs=0.5)
@@ -425,6 +492,9 @@ def test_svcodec_variants_are_compared_with_every_anchor():
     assert pairs[("svcodec", "ref:htm_ldp")] == pytest.approx(4 / 0.75 * 100 - 100, abs=1.0)
     assert pairs[("svcodec-intra", "x265-intra")] == pytest.approx(300.0, abs=1.0)
     assert pairs[("ref:htm_ldp", "ref:x265")] == pytest.approx(-25.0, abs=0.5)
+    assert pairs[("svcodec", "prev:svcodec")] == pytest.approx(-20.0, abs=0.5)
+    assert pairs[("svcodec-intra", "prev:svcodec-intra")] == pytest.approx(0.0, abs=1e-6)
+    assert not any(codec.startswith("prev:") for codec, _ in pairs)
     # Measured on another frame count: not comparable, so not compared.
     assert ("svcodec", "ref:mvhevc") not in pairs
     assert ("x264", "x265-intra") not in pairs and ("x264", "x265") in pairs

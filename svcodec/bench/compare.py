@@ -7,15 +7,19 @@ import math
 from .bdrate import compare_curves
 
 REF_PREFIX = "ref:"  # codecs read from --anchor-json (measured elsewhere)
+PREV_PREFIX = "prev:"  # svcodec rows of an earlier run (--baseline), e.g. the last release
 PRIMARY_ANCHOR = "x265"  # per view, low-delay P: what every codec is compared with
 
 # Comparisons beyond "every codec against x265": svcodec's GOP codec against the other ways of
 # coding the same two views (all-intra, side by side, 4:4:4, the MV-HEVC reference rows) and
 # against itself all-intra; the all-intra variant against the all-intra anchors (like for like).
+# Each svcodec variant also against its earlier self (--baseline), last.
 EXTRA_ANCHORS = {
-    "svcodec": ("x265-intra", "sbs", "x265-444", "svcodec-intra", REF_PREFIX + "mvhevc", REF_PREFIX + "htm_ldp"),
-    "svcodec-intra": ("x265-intra", "x265-intra-444"),
-    "svcodec-refine": ("svcodec",),  # svc encode --refine N against the same encoder without it
+    "svcodec": ("x265-intra", "sbs", "x265-444", "svcodec-intra", REF_PREFIX + "mvhevc", REF_PREFIX + "htm_ldp",
+                PREV_PREFIX + "svcodec"),
+    "svcodec-intra": ("x265-intra", "x265-intra-444", PREV_PREFIX + "svcodec-intra"),
+    # svc encode --refine N against the same encoder without it
+    "svcodec-refine": ("svcodec", PREV_PREFIX + "svcodec-refine"),
 }
 
 # quality key of a comparison -> (row field, conversion to a dB scale the BD integral runs over)
@@ -59,7 +63,8 @@ def _comparable(test_pts: list[dict], anchor: str, anchor_pts: list[dict]) -> bo
 def bd_table(rows: list[dict]) -> list[dict]:
     """Each codec against x265 per view: measured codecs vs our x265 run (or the reference x265
     when it was not run and the frame count matches), reference codecs vs the reference x265;
-    then the EXTRA_ANCHORS comparisons of the svcodec variants."""
+    then the EXTRA_ANCHORS comparisons of the svcodec variants. Baseline rows (PREV_PREFIX) are
+    only anchors here: their own comparisons are in the run that measured them."""
     out = []
     for clip in dict.fromkeys(r["clip"] for r in rows):
         by: dict[str, list[dict]] = {}
@@ -67,6 +72,8 @@ def bd_table(rows: list[dict]) -> list[dict]:
             if r["clip"] == clip:
                 by.setdefault(r["codec"], []).append(r)
         for codec, pts in by.items():
+            if codec.startswith(PREV_PREFIX):
+                continue
             ref = codec.startswith(REF_PREFIX)
             primary = REF_PREFIX + PRIMARY_ANCHOR if ref or PRIMARY_ANCHOR not in by else PRIMARY_ANCHOR
             for anchor in (primary, *EXTRA_ANCHORS.get(codec, ())):

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from .bdrate import MIN_OVERLAP_DB, OK  # noqa: E402
 from .bitshare import PARTS  # noqa: E402
-from .compare import REF_PREFIX  # noqa: E402
+from .compare import PREV_PREFIX, REF_PREFIX  # noqa: E402
 
 
 def _clean(x):
@@ -31,22 +31,28 @@ def write_json(path: Path, meta: dict, rows: list[dict], bd: list[dict]) -> None
     Path(path).write_text(json.dumps(_clean({"meta": meta, "results": rows, "bd_rate": bd}), indent=1))
 
 
+def _earlier(codec: str) -> bool:
+    """Rows not measured by this run: reference anchors and the --baseline's svcodec."""
+    return codec.startswith((REF_PREFIX, PREV_PREFIX))
+
+
 def codec_order(rows: list[dict]) -> list[str]:
-    """Measured codecs first (in run order), then the reference ones."""
+    """Measured codecs first (in run order), then the baseline's, then the reference ones."""
     seen = list(dict.fromkeys(r["codec"] for r in rows))
-    return [c for c in seen if not c.startswith(REF_PREFIX)] + [c for c in seen if c.startswith(REF_PREFIX)]
+    return ([c for c in seen if not _earlier(c)] + [c for c in seen if c.startswith(PREV_PREFIX)]
+            + [c for c in seen if c.startswith(REF_PREFIX)])
 
 
 def plot_rd(path: Path, clip: str, rows: list[dict]) -> None:
-    """bpp vs RGB PSNR, one line per codec; reference (not re-measured) codecs dashed."""
+    """bpp vs RGB PSNR, one line per codec; reference and baseline (not re-measured) codecs dashed."""
     fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
     markers = "osD^v<>ph*"  # distinct markers: near-identical curves (x265 vs sbs) stay visible
     # tab20's ten dark hues, then their light variants: no two of up to 20 codecs share a colour.
     colours = [plt.cm.tab20(k) for k in (*range(0, 20, 2), *range(1, 20, 2))]
     for i, codec in enumerate(codec_order(rows)):
         pts = sorted((r["bpp"], r["psnr_rgb"]) for r in rows if r["codec"] == codec)
-        ref = codec.startswith(REF_PREFIX)
-        label = codec + (f" ({rows_frames(rows, codec)} f)" if ref else "")
+        ref = _earlier(codec)
+        label = codec + (f" ({rows_frames(rows, codec)} f)" if codec.startswith(REF_PREFIX) else "")
         ax.plot(*zip(*pts), marker=markers[i % len(markers)], ms=4, ls="--" if ref else "-", lw=1.2 if ref else 1.8,
                 color=colours[i % len(colours)], label=label)
     bpps = [r["bpp"] for r in rows if r["bpp"]]
@@ -108,7 +114,7 @@ TIMING_ORDER = ("networks", "motion_estimation", "entropy_coding")
 
 
 def _svcodec_rows(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r.get("bit_allocation") or "enc_timings" in r]
+    return [r for r in rows if (r.get("bit_allocation") or "enc_timings" in r) and not _earlier(r["codec"])]
 
 
 def _allocation_table(rows: list[dict]) -> list[str]:
@@ -166,8 +172,12 @@ def markdown(meta: dict, rows: list[dict], bd: list[dict]) -> str:
         "no subsampling). bpp = bits of both views / (2·W·H·frames). fps = stereo frame pairs per second, wall "
         f"clock, colour conversion included. Rows marked `{REF_PREFIX}` come from --anchor-json (measured "
         "elsewhere, their own frame count). Rows marked (reused) were measured by the earlier run named "
-        "in bench.json (--reuse: same clip, same frame count)."
+        f"in bench.json (--reuse: same clip, same frame count). Rows marked `{PREV_PREFIX}` are svcodec's rows of "
+        "the --baseline bench.json (an earlier release or build; same clip, frame count and GOP)."
     )
+    if meta.get("svcodec_models"):
+        lines += ["", "svcodec weights measured (as the streams name them): " + "; ".join(
+            f"{codec}: {', '.join(m) or 'n/a'}" for codec, m in meta["svcodec_models"].items())]
     lines += ["", "| clip | codec | rate/QP | frames | GOP | bpp | RGB PSNR | MS-SSIM | enc fps | dec fps | "
                   "peak RSS MB (+delta) |"]
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -188,7 +198,8 @@ def markdown(meta: dict, rows: list[dict], bd: list[dict]) -> str:
         "Test codec against anchor, PCHIP over log-rate; negative = fewer bits at equal quality. A number is given "
         f"only where the two curves overlap over at least {MIN_OVERLAP_DB:g} dB of the metric (RGB PSNR, or "
         "MS-SSIM in dB = -10·log10(1 - MS-SSIM)); elsewhere the cell says so and shows the two points closest in "
-        f"quality (test first). `{REF_PREFIX}` codecs are compared with `{REF_PREFIX}x265` from the same file."
+        f"quality (test first). `{REF_PREFIX}` codecs are compared with `{REF_PREFIX}x265` from the same file; "
+        f"`{PREV_PREFIX}` codecs are only anchors (their own comparisons are in the baseline's report)."
     )
     lines += ["", "| clip | codec | anchor | RGB PSNR | MS-SSIM (dB) |", "|---|---|---|---|---|"]
     for b in bd:

@@ -29,7 +29,7 @@ from ..codec import DEFAULT_GOP, MAX_REFINE_STEPS
 from ..metrics import measure_stereo, psnr_rgb
 from .bitshare import bit_allocation
 from .bdrate import MIN_OVERLAP_DB
-from .compare import REF_PREFIX, bd_table
+from .compare import PREV_PREFIX, REF_PREFIX, bd_table
 from .report import markdown, plot_rd, write_json
 
 console = Console(stderr=True)
@@ -115,20 +115,26 @@ def _peak_rss_mb() -> float:
 # svcodec runs as two codecs: its GOP coder (I, P, P, ...) and all-intra, so the gain of its
 # P-frames is measured on the same frames, by the same build.
 SVCODEC, SVCODEC_INTRA, SVCODEC_REFINE = "svcodec", "svcodec-intra", "svcodec-refine"
+SVCODEC_VARIANTS = (SVCODEC, SVCODEC_INTRA, SVCODEC_REFINE)
 
 
-def _our_codec(left, right, rate: float, gop: int, fps: Fraction, device: str, refine: int = 0) -> dict:
+def _our_codec(left, right, rate: float, gop: int, fps: Fraction, device: str, refine: int = 0,
+               weights: dict | None = None) -> dict:
+    """One svcodec point. `weights`: weights/inter_weights for encoder and decoder alike, when
+    not the shipped ones (a stream names its weights, and only shipped ones are found by name)."""
     from svcodec.codec.api import decode_file, encode_frames
 
+    weights = weights or {}
     with tempfile.TemporaryDirectory(prefix="svc_bench_") as tmp:
         path = os.path.join(tmp, "clip.svc")
         t0 = time.perf_counter()
-        rep = encode_frames(left, right, path, rate=rate, gop=gop, fps=fps, device=device, refine=refine)
+        rep = encode_frames(left, right, path, rate=rate, gop=gop, fps=fps, device=device, refine=refine, **weights)
         enc_s = time.perf_counter() - t0
         size = os.path.getsize(path)  # everything in the container counts
         allocation = bit_allocation(path)
+        model = stream_model(path)
         t0 = time.perf_counter()
-        dec_l, dec_r = decode_file(path, device=device)
+        dec_l, dec_r = decode_file(path, device=device, **weights)
         dec_s = time.perf_counter() - t0
     if getattr(rep, "bytes", size) != size:
         console.print(f"[yellow]encoder reported {rep.bytes} bytes, file has {size}; using the file size")
@@ -143,10 +149,19 @@ def _our_codec(left, right, rate: float, gop: int, fps: Fraction, device: str, r
         # reports one; seconds, within enc_seconds.
         "enc_timings": {k: float(v) for k, v in timings.items()} if timings else None,
         "bit_allocation": allocation,
+        "model": model,  # the weights the stream names: which model this row measured
         # which motion the encoder kept for how many P-frames (svc encode --motion rd tries several)
         "p_frame_motion": getattr(rep, "p_frame_motion", None),
         "decoded": (list(dec_l), list(dec_r)),
     }
+
+
+def stream_model(path) -> dict:
+    """The weights a .svc file names (its sequence header): name and model id."""
+    from svcodec.container import SvcReader
+
+    seq = SvcReader(path).sequence
+    return {"name": seq.model_name, "id": seq.model_id.hex()}
 
 
 def measure_point(fn, left, right, msssim: bool) -> dict:
@@ -212,6 +227,20 @@ def load_reusable(path: Path | None) -> list[dict]:
         raise click.UsageError(f"{path}: not a bench.json ({e})") from None
 
 
+def load_baseline(path: Path | None) -> list[dict]:
+    """svcodec's rows of an earlier bench.json (e.g. the last release's), renamed prev:<codec>, so
+    this run's svcodec is compared with them: what a change of weights or code gained."""
+    if path is None:
+        return []
+    try:
+        data = json.loads(path.read_text())
+        when = data.get("meta", {}).get("date", "?")
+        return [{**r, "codec": PREV_PREFIX + r["codec"], "source": f"baseline {path.name} ({when})"}
+                for r in data["results"] if r.get("codec") in SVCODEC_VARIANTS]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise click.UsageError(f"{path}: not a bench.json ({e})") from None
+
+
 def reused_rows(reusable: list[dict], clip: str, frames: int, gop: int, measured: set[str]) -> list[dict]:
     """Rows for `clip` at the same frame count and GOP (all-intra rows at any GOP), for the
     codecs this run did not measure (their numbers do not change when only svcodec's weights
@@ -261,9 +290,16 @@ def _rates(s: str) -> list:
 @click.option("--reuse", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="An earlier bench.json: rows of codecs this run does not measure (same clip and frame "
                    "count) are taken from it, marked 'reused', so only the changed codec need be rerun.")
+@click.option("--baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help=f"An earlier bench.json (e.g. docs/bench/*.json, the shipped release): its svcodec rows "
+                   f"(same clip, frame count and GOP) come in as {PREV_PREFIX}svcodec and {PREV_PREFIX}svcodec-intra, "
+                   "and each svcodec variant gets a BD-rate against its earlier self.")
+@click.option("--weights", default=None, metavar="W",
+              help="svcodec's I-frame weights (name in weights/ or .safetensors path), e.g. a training candidate.")
+@click.option("--inter-weights", default=None, metavar="W", help="svcodec's P-frame weights (name or path).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench_out"), show_default=True)
 def bench_command(data, pairs, frames, gop, rates, with_intra, refine, qps, anchor_names, anchor_json, mvhevc_cmd,
-                  device, fps, no_msssim, reuse, out):
+                  device, fps, no_msssim, reuse, baseline, weights, inter_weights, out):
     """Rate-distortion benchmark: svcodec vs x265/x264 anchors on stereo clips."""
     tune_malloc()  # as svc encode/decode do where memory allows (svcodec/allocator.py)
     clips = find_clips(data, pairs)
@@ -271,6 +307,8 @@ def bench_command(data, pairs, frames, gop, rates, with_intra, refine, qps, anch
         raise click.UsageError("no clips: give --data (folder with left/ and right/) or --pair")
     rate_list, qp_list = _rates(rates), _ints(qps)
     reusable = load_reusable(reuse)
+    previous = load_baseline(baseline)
+    ours = {k: v for k, v in (("weights", weights), ("inter_weights", inter_weights)) if v}
     names = [a.strip() for a in anchor_names.split(",") if a.strip()]
     unknown = [a for a in names if a not in anc.ANCHORS]
     if unknown:
@@ -308,14 +346,16 @@ def bench_command(data, pairs, frames, gop, rates, with_intra, refine, qps, anch
             if mvhevc_cmd:
                 jobs += [("mvhevc-ext", q, g, lambda q=q: anc.run_mvhevc_cmd(mvhevc_cmd, left, right, q, g, fps_f))
                          for q in qp_list]
-            jobs += [(SVCODEC, r, g, lambda r=r: _our_codec(left, right, r, g, fps_f, device)) for r in rate_list]
+            jobs += [(SVCODEC, r, g, lambda r=r: _our_codec(left, right, r, g, fps_f, device, weights=ours))
+                     for r in rate_list]
             if with_intra and g > 1:  # at GOP 1 'svcodec' is already all-intra
-                jobs += [(SVCODEC_INTRA, r, 1, lambda r=r: _our_codec(left, right, r, 1, fps_f, device))
+                jobs += [(SVCODEC_INTRA, r, 1, lambda r=r: _our_codec(left, right, r, 1, fps_f, device, weights=ours))
                          for r in rate_list]
             elif with_intra and rate_list:
                 progress.advance(task, len(rate_list))
             if refine:
-                jobs += [(SVCODEC_REFINE, r, g, lambda r=r: _our_codec(left, right, r, g, fps_f, device, refine))
+                jobs += [(SVCODEC_REFINE, r, g,
+                          lambda r=r: _our_codec(left, right, r, g, fps_f, device, refine, weights=ours))
                          for r in rate_list]
             for codec, q, coded_gop, fn in jobs:
                 progress.update(task, description=f"{clip} {codec} {q}")
@@ -329,6 +369,7 @@ def bench_command(data, pairs, frames, gop, rates, with_intra, refine, qps, anch
                                  "source": "measured", **r})
                 progress.advance(task)
             rows += reused_rows(reusable, clip, len(left), g, measured={r["codec"] for r in rows if r["clip"] == clip})
+            rows += reused_rows(previous, clip, len(left), g, measured=set())
             rows += reference_rows(anchor_json, clip)
             plot_rd(out / f"rd_{clip}.png", clip, [r for r in rows if r["clip"] == clip])
 
@@ -342,6 +383,10 @@ def bench_command(data, pairs, frames, gop, rates, with_intra, refine, qps, anch
                     "(1 for x265-intra*, svcodec-intra)",
         "fps": fps,
         "clips": clip_meta,
+        # the weights each measured svcodec variant used, as its streams name them
+        "svcodec_models": {c: sorted({f"{r['model']['name']} {r['model']['id']}" for r in rows
+                                      if r["codec"] == c and r.get("source") == "measured" and r.get("model")})
+                           for c in SVCODEC_VARIANTS if any(r["codec"] == c for r in rows)},
         "method": "RGB -> YCbCr BT.601 limited -> 4:2:0 (2x2 mean) -> encoder -> decoder -> bilinear chroma "
                   "upsampling -> RGB for anchors (the *-444 anchors: yuv444p, no subsampling); metrics vs "
                   "source RGB for every codec",
