@@ -127,22 +127,31 @@ def write_png_pair(root, lefts, rights, grey: bool = False) -> tuple[str, str]:
     return (write_png_folder(root / "left", lefts, grey), write_png_folder(root / "right", rights, grey))
 
 
-def write_video(path, frames, *, fps=30, codec="ffv1", grey: bool = False, display=None) -> str:
+def write_video(path, frames, *, fps=30, codec="ffv1", grey: bool = False, display=None, sar=None,
+                pts_ms=None) -> str:
     """Lossless clip: FFV1 (bgr0 / gray) in .mkv, or libx264rgb qp 0 in .mp4. ``display``:
-    (degrees counter-clockwise, hflip, vflip) written as the stream's display matrix (.mp4)."""
+    (degrees counter-clockwise, hflip, vflip) written as the stream's display matrix (.mp4).
+    ``sar``: sample aspect ratio (a Fraction; MP4 keeps it, PyAV's Matroska does not).
+    ``pts_ms``: each frame's timestamp in milliseconds (variable frame rate)."""
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=Fraction(fps))
         s.width, s.height = frames[0].shape[1], frames[0].shape[0]
         if display is not None:
             degrees, hflip, vflip = display
             s.set_display_rotation(degrees, hflip=hflip, vflip=vflip)
+        if sar is not None:
+            s.codec_context.sample_aspect_ratio = sar
+        if pts_ms is not None:
+            s.codec_context.time_base = Fraction(1, 1000)
         if codec == "libx264rgb":
             s.pix_fmt, s.options = "rgb24", {"qp": "0"}
         else:
             s.pix_fmt = "gray" if grey else "bgr0"
-        for a in frames:
+        for i, a in enumerate(frames):
             f = av.VideoFrame.from_ndarray(np.ascontiguousarray(a[:, :, 0]) if grey else a,
                                            format="gray" if grey else "rgb24")
+            if pts_ms is not None:
+                f.pts, f.time_base = pts_ms[i], Fraction(1, 1000)
             if codec == "ffv1" and not grey:
                 f = f.reformat(format="bgr0")
             for p in s.encode(f):

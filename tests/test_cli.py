@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -235,6 +236,24 @@ def test_phone_video_is_coded_upright_unless_told_otherwise(tmp_path, pngs, fram
     res = ok(svc("encode", l, r, "-o", tmp_path / "stored.svc", "--no-autorotate", "--weights", tiny_weights, "-q"))
     assert (tmp_path / "stored.svc").read_bytes() == (tmp_path / "png.svc").read_bytes()
     assert "rotated" not in res.stderr
+
+
+def test_non_square_pixels_travel_with_the_stream(tmp_path, frames, tiny_weights, tiny_codec):
+    """An anamorphic source: coded as stored (same bytes but for the header item), svc info shows
+    its ratio, and decode says how to show the output, which has no field for it."""
+    lefts, rights = frames
+    l = write_video(tmp_path / "l.mp4", lefts, codec="libx264rgb", sar=Fraction(4, 3))
+    r = write_video(tmp_path / "r.mp4", rights, codec="libx264rgb", sar=Fraction(4, 3))
+    res = ok(svc("encode", l, r, "-o", tmp_path / "wide.svc", "--weights", tiny_weights, "-q"))
+    assert "pixels are not square (sample aspect ratio 4:3)" in res.stderr
+    reader = SvcReader(tmp_path / "wide.svc")
+    assert reader.version == (2, 1) and reader.sequence.sample_aspect == (4, 3)
+    assert api_frames(tmp_path / "wide.svc", tiny_codec)[0][0].shape == (H, W, 3)
+    info = ok(svc("info", tmp_path / "wide.svc", "--json"))
+    assert json.loads(info.stdout)["sequence"]["sample_aspect"] == "4:3"
+    res = ok(svc("decode", tmp_path / "wide.svc", "-o", tmp_path / "dec", "--weights", tiny_weights, "-q"))
+    assert f"the source's pixels are not square (4:3)" in res.stderr and f"show it {round(W * 4 / 3)}x{H}" in res.stderr
+    assert read_video(tmp_path / "dec.left.mkv")[0].shape == (H, W, 3)
 
 
 def test_grey_round_trip(tmp_path, tiny_weights, tiny_codec):

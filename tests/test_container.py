@@ -376,3 +376,55 @@ def test_writer_handles_255_byte_names_and_leaves_no_temporary(tmp_path):
     with pytest.raises(InputError, match="already exists"):
         SvcWriter(tmp_path / name, make_seq(), overwrite=False)
     assert os.listdir(tmp_path) == [name]
+
+
+def _with_extension(header: bytes, extension: bytes, minor: int) -> bytes:
+    """A serialised sequence header with `extension` appended to its body, the minor version
+    set and the CRC made valid again."""
+    body_len = struct.unpack_from("<H", header, 6)[0]
+    body = bytearray(header[:8 + body_len]) + extension
+    body[5] = minor
+    struct.pack_into("<H", body, 6, body_len + len(extension))
+    return bytes(body) + struct.pack("<I", zlib.crc32(body))
+
+
+def test_sample_aspect_travels_in_a_2_1_header_and_square_streams_stay_2_0(tmp_path):
+    """Format 2.1: a source's non-square pixel shape is an extension item; a stream without
+    one is written as 2.0, as before; svc info's dict names the ratio."""
+    from svcodec.container.format import parse_sequence_header
+
+    gops = make_gops((2,))
+    plain, wide = tmp_path / "plain.svc", tmp_path / "wide.svc"
+    write(plain, gops)
+    write(wide, gops, make_seq(sample_aspect=(64, 45)))
+    r_plain, _ = read_all(plain)
+    r_wide, units = read_all(wide)
+    assert r_plain.version == (2, 0) and r_plain.sequence.sample_aspect is None
+    assert r_plain.sequence.to_dict()["sample_aspect"] == "1:1"
+    assert r_wide.version == (2, 1) and r_wide.sequence.sample_aspect == (64, 45)
+    assert r_wide.sequence.to_dict()["sample_aspect"] == "64:45"
+    assert len(units) == 1 and wide.stat().st_size == plain.stat().st_size + 6  # tag, length, u16 x 2
+    # the item is exactly tag 1, length 4, then the two u16
+    header = make_seq(sample_aspect=(64, 45)).to_bytes()
+    assert header[-10:-4] == bytes([1, 4]) + struct.pack("<HH", 64, 45)
+
+    base = make_seq().to_bytes()
+
+    def parsed(extension, minor=1):
+        data = _with_extension(base, extension, minor)
+        return parse_sequence_header(data, len(data) + 100)[0]
+
+    # unknown tags (a later minor version's) are skipped; known ones still read
+    assert parsed(bytes([9, 3, 1, 2, 3, 1, 4]) + struct.pack("<HH", 4, 3)).sample_aspect == (4, 3)
+    # before 2.1 the extension bytes had no meaning: ignored, whatever they hold
+    assert parsed(b"\x01\x04\x00\x00\x00\x00\xff", minor=0).sample_aspect is None
+    for bad, why in ((b"\x01", "needs 2 bytes"), (b"\x01\x04\x04\x00", "needs 4 bytes"),
+                     (b"\x01\x02\x04\x00", "of 2 bytes, expected 4"),
+                     (b"\x01\x04" + struct.pack("<HH", 0, 1), "sample_aspect num=0"),
+                     (b"\x01\x04" + struct.pack("<HH", 4, 0), "sample_aspect den=0"),
+                     (2 * (b"\x01\x04" + struct.pack("<HH", 4, 3)), "appears twice")):
+        with pytest.raises(BitstreamError, match=why):
+            parsed(bad)
+    for bad in ((0, 1), (1, 65536), (4,), [4, 3]):
+        with pytest.raises(ValueError):
+            make_seq(sample_aspect=bad).to_bytes()

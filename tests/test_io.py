@@ -196,6 +196,53 @@ def test_display_matrix_notice_names_the_turn(tmp_path):
     assert open_stereo(plain, plain).notices == []  # no display matrix, nothing said
 
 
+def test_non_square_pixels_are_kept_as_coded_and_reported(tmp_path):
+    """A video of non-square pixels (anamorphic) is coded as stored; its sample aspect ratio
+    comes with the source (as the coded frames have it: a quarter turn swaps it), with a note."""
+    frames = clip(5, n=1)
+    wide = write_video(tmp_path / "w.mp4", frames, codec="libx264rgb", sar=Fraction(4, 3))
+    src = open_stereo(wide, wide)
+    assert src.sample_aspect == (4, 3) and (src.width, src.height) == (W, H)
+    assert len(src.notices) == 2 and "w.mp4: pixels are not square (sample aspect ratio 4:3)" in src.notices[0]
+    assert_same([p[0] for p in src.frames()], frames)
+    turned = write_video(tmp_path / "t.mp4", frames, codec="libx264rgb", sar=Fraction(4, 3),
+                         display=(-90, False, False))
+    assert open_stereo(turned, turned).sample_aspect == (3, 4)
+    assert open_stereo(turned, turned, autorotate=False).sample_aspect == (4, 3)
+    square = write_video(tmp_path / "s.mp4", frames, codec="libx264rgb")
+    mixed = open_stereo(wide, square)
+    assert mixed.sample_aspect == (4, 3)
+    assert "s.mp4: its pixels (square) differ from the left view's (4:3)" in mixed.notices[-1]
+    assert open_stereo(square, square).sample_aspect is None
+
+
+def test_variable_frame_rate_is_announced(tmp_path):
+    """Timestamps that are not evenly spaced (a phone's variable frame rate) are not kept: the
+    stream runs at the average rate, and a note says so; evenly spaced ones say nothing, in
+    MP4 (B-frame reordering) and Matroska (1 ms ticks: 33, 33, 34 ms at 30 fps) alike."""
+    frames = clip(5, n=7)
+    vfr = write_video(tmp_path / "v.mp4", frames, codec="libx264rgb", pts_ms=[0, 33, 66, 150, 183, 300, 333])
+    src = open_stereo(vfr, vfr)
+    assert "v.mp4: variable frame rate (frames 33.0 to 117.0 ms apart)" in src.notices[0]
+    assert "the timestamps are not kept" in src.notices[0] and len(src.notices) == 2
+    assert_same([p[0] for p in src.frames()], frames)
+    for name, codec in (("c.mp4", "libx264rgb"), ("c.mkv", "ffv1")):
+        steady = write_video(tmp_path / name, frames, codec=codec, fps=30)
+        assert open_stereo(steady, steady).notices == []
+    ntsc = write_video(tmp_path / "n.mkv", frames, fps=Fraction(30000, 1001))
+    assert open_stereo(ntsc, ntsc).notices == []
+
+
+@pytest.mark.parametrize("sar, want", [(None, None), (Fraction(0, 1), None), (Fraction(1), None),
+                                       (Fraction(64, 45), (64, 45)), (Fraction(70000, 3), None),
+                                       (Fraction(1, 70000), (1, 65535))])
+def test_sample_aspect_values(sar, want):
+    from svcodec.io.orientation import Orientation
+    from svcodec.io.readers import sample_aspect_of
+
+    assert sample_aspect_of(sar, Orientation()) == want
+
+
 @pytest.mark.parametrize("tag", range(1, 9))
 def test_exif_orientation_turns_images_upright(tmp_path, tag):
     """Images with an EXIF orientation come out as Pillow's exif_transpose (and viewers) show them;

@@ -278,7 +278,7 @@ def encode(left, right, output, overwrite, no_overwrite, sbs, rate, gop, motion,
                 report = encode_pairs(
                     source.frames(frames), reserved, width=source.width, height=source.height, fps=source.fps,
                     rate=rate, gop=gop, grey=source.grey, device=device, weights=weights, motion=motion,
-                    refine=refine, on_frame=prog.update,
+                    refine=refine, on_frame=prog.update, sample_aspect=source.sample_aspect,
                     **_inter(inter_weights),
                 )
             with fsutil.signals_deferred():
@@ -371,7 +371,7 @@ def decode(stream, output, overwrite, no_overwrite, fmt, device, weights, inter_
     output = output or default_output_name(stream, fmt)
     paths = output_paths(output, fmt)
     check_outputs(paths, fmt, (stream,), mode)
-    _notices(_memory_note(seq.width, seq.height, "decode", device))
+    _notices([*_aspect_note(paths[0], seq), *_memory_note(seq.width, seq.height, "decode", device)])
     from . import views
     from ..codec.session import Recovery, iter_decode, open_stream  # torch: only now that the stream looks sound
 
@@ -433,6 +433,18 @@ def _naming(exc: BitstreamError, path: str) -> BitstreamError:
 def _inter(inter_weights):
     # passed only when given, so an intra-only codec API keeps being called as before
     return {"inter_weights": inter_weights} if inter_weights else {}
+
+
+def _aspect_note(output: str, seq) -> list[str]:
+    """The stream keeps a source's non-square pixels, but neither output format can carry them
+    (PNG has no such field; PyAV writes no Matroska display size): say how to show them."""
+    if seq.sample_aspect is None:
+        return []
+    n, d = seq.sample_aspect
+    shown = max(1, round(seq.width * n / d))
+    return [f"{output}: the source's pixels are not square ({n}:{d}); the output keeps the coded "
+            f"{seq.width}x{seq.height} pixels without saying so: show it {shown}x{seq.height} "
+            f"(e.g. ffmpeg -vf setsar={n}/{d}, mpv --video-aspect-override={shown}:{seq.height})"]
 
 
 def _memory_note(width: int, height: int, task: str, device: str) -> list[str]:

@@ -153,8 +153,10 @@ def encode_pairs(
     motion: str = DEFAULT_MOTION,
     refine: int = 0,
     on_frame: Callable[[FrameStats], None] | None = None,
+    sample_aspect: tuple[int, int] | None = None,
 ) -> EncodeReport:
-    """Encode an iterable of (left, right) HxWx3 uint8 RGB frames into `out_path`."""
+    """Encode an iterable of (left, right) HxWx3 uint8 RGB frames into `out_path`.
+    `sample_aspect`: the source's non-square pixel shape (width : height), kept in the header."""
     if not 0.0 <= rate <= 3.0:
         raise InputError(f"--rate must be within 0..3, got {rate}")
     if not 1 <= gop <= MAX_GOP_SIZE:  # the container's limit (a reader holds one GOP in memory)
@@ -173,7 +175,7 @@ def encode_pairs(
     header = SequenceHeader(
         width=width, height=height, fps_num=fps.numerator, fps_den=fps.denominator, gop_size=gop,
         model_id=models.model_id, model_name=models.name, rate=rate,
-        colour=Colour.GREY if grey else Colour.RGB,
+        colour=Colour.GREY if grey else Colour.RGB, sample_aspect=sample_aspect,
     )
     report = EncodeReport(path=str(out_path), width=width, height=height)
     t0 = time.perf_counter()

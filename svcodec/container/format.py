@@ -28,7 +28,9 @@ from ..errors import BitstreamError
 MAGIC = b"\x89SVC"
 END_MAGIC = b"\x89END"
 VERSION_MAJOR = 2  # written; 2.0: one substream per view and coder (docs/FORMAT.md section 11)
-VERSION_MINOR = 0
+# 2.1: the sequence header's extension data is a list of items (section 3.1). Written only when
+# the stream has an item; a stream without any stays 2.0, byte for byte as before.
+VERSION_MINOR = 1
 READABLE_MAJORS = (1, 2)  # 1.x streams (one substream per hyper-latent and slice) still decode
 
 FILE_HEADER_FIXED = 8  # magic(4) major(1) minor(1) body_length(2)
@@ -223,6 +225,17 @@ def _varint(n: int) -> bytes:
 # --------------------------------------------------------------------------
 
 
+class ExtensionTag(enum.IntEnum):
+    """Sequence header extension items (docs/FORMAT.md section 3.1): what an older decoder may
+    ignore and still decode every frame right."""
+
+    SAMPLE_ASPECT = 1  # u16 num, u16 den: the shape of the source's pixels (width : height)
+
+
+_ITEM_HEAD = struct.Struct("<BB")  # tag, length
+_SAMPLE_ASPECT = struct.Struct("<HH")
+
+
 @dataclass
 class SequenceHeader:
     width: int
@@ -236,6 +249,9 @@ class SequenceHeader:
     frame_count: int = 0
     colour: int = Colour.RGB
     flags: int = 0
+    # Pixel shape the source declared, (num, den) = width : height of one pixel; None: square
+    # (or not declared). Frames are coded as stored; this tells a player how to show them.
+    sample_aspect: tuple[int, int] | None = None
 
     def validate(self) -> None:
         _check_int("width", self.width, 1, 0xFFFF)
@@ -258,6 +274,17 @@ class SequenceHeader:
         if not isinstance(self.model_name, str) or len(self.model_name.encode("utf-8")) > 255:
             raise ValueError("model_name must be a str of at most 255 UTF-8 bytes")
         check_model_name(self.model_name)
+        if self.sample_aspect is not None:
+            if not isinstance(self.sample_aspect, tuple) or len(self.sample_aspect) != 2:
+                raise ValueError(f"sample_aspect={self.sample_aspect!r} must be a (num, den) pair")
+            _check_int("sample_aspect num", self.sample_aspect[0], 1, 0xFFFF)
+            _check_int("sample_aspect den", self.sample_aspect[1], 1, 0xFFFF)
+
+    def extension_bytes(self) -> bytes:
+        """The extension items this header carries (section 3.1), in tag order."""
+        if self.sample_aspect is None:
+            return b""
+        return _ITEM_HEAD.pack(ExtensionTag.SAMPLE_ASPECT, _SAMPLE_ASPECT.size) + _SAMPLE_ASPECT.pack(*self.sample_aspect)
 
     @property
     def fps(self) -> float:
@@ -271,6 +298,7 @@ class SequenceHeader:
             "colour": Colour(self.colour).name.lower(),
             "model_id": bytes(self.model_id).hex(), "model_name": self.model_name,
             "rate": self.rate, "flags": self.flags,
+            "sample_aspect": "1:1" if self.sample_aspect is None else "%d:%d" % self.sample_aspect,
         }
 
     def to_bytes(self) -> bytes:
@@ -280,7 +308,12 @@ class SequenceHeader:
         body = _SEQ_BODY.pack(self.width, self.height, self.fps_num, self.fps_den,
                               self.frame_count, self.gop_size, self.colour, self.flags,
                               float(self.rate), bytes(self.model_id)) + bytes([len(name)]) + name
-        head = MAGIC + bytes([VERSION_MAJOR, VERSION_MINOR]) + struct.pack("<H", len(body)) + body
+        extension = self.extension_bytes()
+        body += extension
+        if len(body) > 0xFFFF:
+            raise ValueError("sequence header longer than 65535 bytes")
+        minor = VERSION_MINOR if extension else 0  # without items the stream is a 2.0 one
+        head = MAGIC + bytes([VERSION_MAJOR, minor]) + struct.pack("<H", len(body)) + body
         return head + struct.pack("<I", crc32(head))
 
 
@@ -312,17 +345,40 @@ def parse_sequence_header(buf: bytes, file_size: int) -> tuple[SequenceHeader, i
         name = cur.take(cur.u8()).decode("utf-8")
     except UnicodeDecodeError:
         raise BitstreamError("sequence header: model name is not valid UTF-8") from None
-    # Bytes left in the body are extensions of a later minor version: ignored.
+    items = _parse_extension(cur.take(cur.end - cur.pos), major, minor)
     seq = SequenceHeader(width=width, height=height, fps_num=fps_num, fps_den=fps_den,
                          gop_size=gop_size, model_id=model_id, model_name=name,
                          rate=_short_f32(rate),
-                         frame_count=frame_count, colour=colour, flags=flags)
+                         frame_count=frame_count, colour=colour, flags=flags,
+                         sample_aspect=items.get(ExtensionTag.SAMPLE_ASPECT))
     try:
         seq.validate()
     except ValueError as e:
         raise BitstreamError(f"sequence header: {e}") from None
     seq.colour = Colour(colour)
     return seq, end + CRC_SIZE, (major, minor)
+
+
+def _parse_extension(data: bytes, major: int, minor: int) -> dict:
+    """Extension items of a 2.1+ header -> {tag: value}. Before 2.1 the bytes had no defined
+    meaning and are ignored, as the versions that wrote them specified; items with a tag this
+    decoder does not know are skipped (a later minor version's, safe to ignore by definition)."""
+    if (major, minor) < (2, 1):
+        return {}
+    cur, items = _Cursor(data, 0, len(data), "sequence header extension"), {}
+    while cur.pos < cur.end:
+        tag, length = cur.unpack(_ITEM_HEAD)
+        value = cur.take(length)
+        if tag in items:
+            raise BitstreamError(f"sequence header extension: item {tag} appears twice")
+        if tag == ExtensionTag.SAMPLE_ASPECT:
+            if length != _SAMPLE_ASPECT.size:
+                raise BitstreamError(f"sequence header extension: sample aspect item of {length} bytes, "
+                                     f"expected {_SAMPLE_ASPECT.size}")
+            items[tag] = _SAMPLE_ASPECT.unpack(value)  # zeros are refused by validate()
+        else:
+            items[tag] = None
+    return items
 
 
 def patch_frame_count(header: bytes, frame_count: int) -> bytes:

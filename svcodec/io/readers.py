@@ -119,6 +119,7 @@ class _View:
     notices: list[str] = field(default_factory=list)  # accepted, but the user should know
     orientation: Orientation = Orientation()  # videos: the first frame's, for the whole stream
     autorotate: bool = True  # images: each turned upright by its own EXIF orientation
+    sample_aspect: tuple[int, int] | None = None  # non-square pixels (width : height), as coded
 
     def frames(self) -> Iterator[np.ndarray]:
         if self.images is not None:
@@ -155,6 +156,54 @@ def _bits_per_sample(fmt) -> int:
         return 8
 
 
+MAX_ASPECT_TERM = 0xFFFF  # the container stores each term of a sample aspect ratio as u16
+
+
+def sample_aspect_of(sar, orientation: Orientation) -> tuple[int, int] | None:
+    """A stream's sample aspect ratio as (num, den) of the frames as coded (a quarter turn swaps
+    a pixel's width and height); None for square, unknown or unusable values (0:1, 0:0)."""
+    try:
+        sar = Fraction(sar) if sar is not None else None
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if sar is None or sar <= 0 or sar == 1:
+        return None
+    sar = sar.limit_denominator(MAX_ASPECT_TERM)
+    if orientation.transpose:
+        sar = 1 / sar
+    if sar.numerator > MAX_ASPECT_TERM:
+        return None
+    return sar.numerator, sar.denominator
+
+
+VFR_PROBE_PACKETS = 300  # timestamps looked at for a variable frame rate: ~10 s at 30 fps, demuxed only
+VFR_TOLERANCE = 0.1  # an interval this far (and over one tick) from the typical one is not constant-rate
+
+
+def variable_rate_intervals(path: str) -> tuple[float, float] | None:
+    """(shortest, longest) frame interval in seconds among the first packets' timestamps when
+    they are not evenly spaced (variable frame rate: phones, screen captures); None when they
+    are, or cannot be told."""
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            tb, pts = stream.time_base, []
+            for packet in container.demux(stream):
+                if packet.pts is not None:
+                    pts.append(packet.pts)
+                if len(pts) >= VFR_PROBE_PACKETS:
+                    break
+    except (av.FFmpegError, OSError, IndexError):
+        return None  # probing already read the file; a stream this odd is judged by decoding
+    steps = [b - a for a, b in zip(sorted(pts), sorted(pts)[1:]) if b > a]  # presentation order
+    if len(steps) < 2 or tb is None:
+        return None
+    typical = float(np.median(steps))
+    if all(abs(d - typical) <= max(1, VFR_TOLERANCE * typical) for d in steps):
+        return None
+    return float(min(steps) * tb), float(max(steps) * tb)
+
+
 def _probe_video(path: str, autorotate: bool = True) -> _View:
     container = _open_container(path)
     try:
@@ -168,6 +217,8 @@ def _probe_video(path: str, autorotate: bool = True) -> _View:
         first = next(container.decode(stream), None)
         codec = stream.codec_context.name
         frame_count = stream.frames if stream.frames > 0 else None
+        # the container's value (e.g. MP4 pasp, Matroska display size) wins over the codec's, as in ffmpeg
+        sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
     except (av.FFmpegError, OSError) as e:
         raise InputError(f"{path}: decoding failed ({_reason(e)})") from e
     finally:
@@ -182,6 +233,11 @@ def _probe_video(path: str, autorotate: bool = True) -> _View:
         notices.append(f"{path}: {bits} bits per sample ({first.format.name}), coded as 8-bit RGB")
     if has_audio:
         notices.append(f"{path}: has audio; svc codes the video only")
+    vfr = variable_rate_intervals(path)
+    if vfr is not None:
+        notices.append(f"{path}: variable frame rate (frames {1000 * vfr[0]:.1f} to {1000 * vfr[1]:.1f} ms apart); "
+                       f"coded at its average {_fps_text(Fraction(fps))} fps, every frame as long: "
+                       f"the timestamps are not kept")
     orientation, matrix = Orientation(), _display_matrix(first)
     if matrix is not None and autorotate:
         turned = from_display_matrix(matrix)
@@ -194,11 +250,16 @@ def _probe_video(path: str, autorotate: bool = True) -> _View:
             notices.append(f"{path}: {turned.describe()} as its display matrix asks (as players "
                            f"and ffmpeg show it), coded as {w}x{h}; --no-autorotate keeps it as stored")
     width, height = orientation.size(first.width, first.height)
+    sample_aspect = sample_aspect_of(sar, orientation)
+    if sample_aspect is not None:
+        notices.append(f"{path}: pixels are not square (sample aspect ratio {sample_aspect[0]}:{sample_aspect[1]}); "
+                       f"coded as stored, {width}x{height}, and the stream keeps the ratio for players")
     return _View(
         path=path,
         width=width,
         height=height,
         orientation=orientation,
+        sample_aspect=sample_aspect,
         fps=Fraction(fps),
         frame_count=frame_count,
         grey=_is_grey_pix_fmt(first.format.name),
@@ -281,6 +342,7 @@ class StereoSource:
     _right: _View | None = field(repr=False)  # None: _left is side-by-side
     _open: list = field(default_factory=list, repr=False)
     notices: list[str] = field(default_factory=list)  # one line each: input accepted with a caveat
+    sample_aspect: tuple[int, int] | None = None  # non-square pixels: (width : height) of one pixel
 
     def frames(self, max_frames: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         left = self._left.frames()
@@ -405,6 +467,11 @@ def open_stereo(
         notices.append(f"--fps {fps} applies to image folders only; {videos[0]} keeps its own "
                        f"{_fps_text(lv.fps)} fps")
     count_text = f"{frame_count} frames" if frame_count is not None else "frame count unknown"
+    sample_aspect = lv.sample_aspect
+    if rv is not None and rv.sample_aspect != lv.sample_aspect:
+        shape = lambda v: "square" if v.sample_aspect is None else "%d:%d" % v.sample_aspect  # noqa: E731
+        notices.append(f"{rv.path}: its pixels ({shape(rv)}) differ from the left view's ({shape(lv)}); "
+                       f"the stream keeps the left view's")
     return StereoSource(
         width=width,
         height=lv.height,
@@ -415,4 +482,5 @@ def open_stereo(
         _left=lv,
         _right=rv,
         notices=notices,
+        sample_aspect=sample_aspect,
     )
