@@ -266,16 +266,32 @@ def test_bit_allocation_counts_every_byte_of_the_file(tmp_path):
     assert sum(a["share"].values()) == pytest.approx(1.0)
 
 
+def _fake_codec_api(monkeypatch, tmp_path, encode_frames, decode_file, frames: int = 3):
+    """Installs a stand-in svcodec.codec.api and writes a clip of `frames` PNG pairs; returns
+    the clip folder."""
+    import sys
+    import types
+
+    from PIL import Image
+
+    monkeypatch.setitem(sys.modules, "svcodec.codec.api",
+                        types.SimpleNamespace(encode_frames=encode_frames, decode_file=decode_file))
+    clip = tmp_path / "clip"
+    for view in ("left", "right"):
+        (clip / view).mkdir(parents=True)
+        for i in range(frames):
+            Image.fromarray(_img(seed=i)).save(clip / view / f"{i:04d}.png")
+    return clip
+
+
 def test_driver_measures_both_svcodec_variants_through_the_api(tmp_path, monkeypatch):
     """A stand-in codec API (raw frames in a real .svc container) checks bits = file size, the
     shared metric path, the GOP each variant is coded with, the bit allocation and timings."""
     import json
     import os
-    import sys
     import types
     from fractions import Fraction
 
-    from PIL import Image
 
     from svcodec.bench.run import main
 
@@ -292,13 +308,7 @@ def test_driver_measures_both_svcodec_variants_through_the_api(tmp_path, monkeyp
     def decode_file(path, device="cpu"):
         return _read_fake_svc(path)
 
-    monkeypatch.setitem(sys.modules, "svcodec.codec.api",
-                        types.SimpleNamespace(encode_frames=encode_frames, decode_file=decode_file))
-    clip = tmp_path / "clip"
-    for view in ("left", "right"):
-        (clip / view).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(_img(seed=i)).save(clip / view / f"{i:04d}.png")
+    clip = _fake_codec_api(monkeypatch, tmp_path, encode_frames, decode_file)
     out = tmp_path / "out"
     assert main(["--data", str(clip), "--frames", "3", "--rates", "0,1", "--anchors", "", "--out", str(out)]) == 0
     res = json.loads((out / "bench.json").read_text())
@@ -337,10 +347,7 @@ def test_driver_measures_both_svcodec_variants_through_the_api(tmp_path, monkeyp
 def test_driver_at_gop_1_runs_svcodec_once(tmp_path, monkeypatch):
     import json
     import os
-    import sys
     import types
-
-    from PIL import Image
 
     from svcodec.bench.run import main
 
@@ -351,13 +358,7 @@ def test_driver_at_gop_1_runs_svcodec_once(tmp_path, monkeypatch):
         _write_fake_svc(left, right, out_path, rate, gop)
         return types.SimpleNamespace(bytes=os.path.getsize(out_path))
 
-    monkeypatch.setitem(sys.modules, "svcodec.codec.api",
-                        types.SimpleNamespace(encode_frames=encode_frames, decode_file=lambda p, **_: _read_fake_svc(p)))
-    clip = tmp_path / "clip"
-    for view in ("left", "right"):
-        (clip / view).mkdir(parents=True)
-        for i in range(2):
-            Image.fromarray(_img(seed=i)).save(clip / view / f"{i:04d}.png")
+    clip = _fake_codec_api(monkeypatch, tmp_path, encode_frames, lambda p, **_: _read_fake_svc(p), frames=2)
     out = tmp_path / "out"
     argv = ["--data", str(clip), "--frames", "2", "--gop", "1", "--rates", "2", "--anchors", "", "--no-msssim",
             "--out", str(out)]
@@ -372,10 +373,7 @@ def test_candidate_weights_and_a_baseline_run(tmp_path, monkeypatch):
     count and GOP only) and compares each variant with its earlier self."""
     import json
     import os
-    import sys
     import types
-
-    from PIL import Image
 
     from svcodec.bench.run import main
 
@@ -390,13 +388,7 @@ def test_candidate_weights_and_a_baseline_run(tmp_path, monkeypatch):
         calls.append(("decode", kw.get("weights"), kw.get("inter_weights")))
         return _read_fake_svc(path)
 
-    monkeypatch.setitem(sys.modules, "svcodec.codec.api",
-                        types.SimpleNamespace(encode_frames=encode_frames, decode_file=decode_file))
-    clip = tmp_path / "clip"
-    for view in ("left", "right"):
-        (clip / view).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(_img(seed=i)).save(clip / view / f"{i:04d}.png")
+    clip = _fake_codec_api(monkeypatch, tmp_path, encode_frames, decode_file)
     common = ["--data", str(clip), "--frames", "3", "--rates", "0,1", "--anchors", "", "--no-msssim"]
     first, second = tmp_path / "first", tmp_path / "second"
     assert main(common + ["--out", str(first)]) == 0
