@@ -422,9 +422,10 @@ def test_sample_aspect_travels_in_a_2_1_header_and_square_streams_stay_2_0(tmp_p
                      (b"\x01\x02\x04\x00", "of 2 bytes, expected 4"),
                      (b"\x01\x04" + struct.pack("<HH", 0, 1), "sample_aspect num=0"),
                      (b"\x01\x04" + struct.pack("<HH", 4, 0), "sample_aspect den=0"),
+                     (b"\x01\x04" + struct.pack("<HH", 2, 2), "2:2 is square"),
                      (2 * (b"\x01\x04" + struct.pack("<HH", 4, 3)), "appears twice")):
         with pytest.raises(BitstreamError, match=why):
             parsed(bad)
-    for bad in ((0, 1), (1, 65536), (4,), [4, 3]):
+    for bad in ((0, 1), (1, 65536), (4,), [4, 3], (1, 1)):
         with pytest.raises(ValueError):
             make_seq(sample_aspect=bad).to_bytes()

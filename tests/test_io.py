@@ -235,7 +235,7 @@ def test_variable_frame_rate_is_announced(tmp_path):
 
 @pytest.mark.parametrize("sar, want", [(None, None), (Fraction(0, 1), None), (Fraction(1), None),
                                        (Fraction(64, 45), (64, 45)), (Fraction(70000, 3), None),
-                                       (Fraction(1, 70000), (1, 65535))])
+                                       (Fraction(1, 70000), (1, 65535)), (Fraction(65536, 65535), None)])
 def test_sample_aspect_values(sar, want):
     from svcodec.io.orientation import Orientation
     from svcodec.io.readers import sample_aspect_of

@@ -279,6 +279,8 @@ class SequenceHeader:
                 raise ValueError(f"sample_aspect={self.sample_aspect!r} must be a (num, den) pair")
             _check_int("sample_aspect num", self.sample_aspect[0], 1, 0xFFFF)
             _check_int("sample_aspect den", self.sample_aspect[1], 1, 0xFFFF)
+            if self.sample_aspect[0] == self.sample_aspect[1]:  # one spelling of square: no item
+                raise ValueError(f"sample_aspect={self.sample_aspect[0]}:{self.sample_aspect[1]} is square")
 
     def extension_bytes(self) -> bytes:
         """The extension items this header carries (section 3.1), in tag order."""

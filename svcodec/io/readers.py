@@ -171,7 +171,7 @@ def sample_aspect_of(sar, orientation: Orientation) -> tuple[int, int] | None:
     sar = sar.limit_denominator(MAX_ASPECT_TERM)
     if orientation.transpose:
         sar = 1 / sar
-    if sar.numerator > MAX_ASPECT_TERM:
+    if sar.numerator > MAX_ASPECT_TERM or sar == 1:  # too extreme, or square once limited
         return None
     return sar.numerator, sar.denominator
 
@@ -195,7 +195,8 @@ def variable_rate_intervals(path: str) -> tuple[float, float] | None:
                     break
     except (av.FFmpegError, OSError, IndexError):
         return None  # probing already read the file; a stream this odd is judged by decoding
-    steps = [b - a for a, b in zip(sorted(pts), sorted(pts)[1:]) if b > a]  # presentation order
+    pts.sort()  # presentation order (packets come in decoding order)
+    steps = [b - a for a, b in zip(pts, pts[1:]) if b > a]
     if len(steps) < 2 or tb is None:
         return None
     typical = float(np.median(steps))
