@@ -312,6 +312,19 @@ def test_paths_with_markup_characters_are_printed_verbatim(tmp_path, pngs, tiny_
     assert str(out) in ok(svc("info", out, "--no-frames")).stdout.splitlines()[0]
 
 
+def test_scene_cuts_are_reported_and_can_be_turned_off(tmp_path, shipped_codec):
+    """Shipped weights, two unrelated 3-frame scenes: the report names the cut; --no-scenecut
+    codes one GOP and says nothing of cuts (JSON: an empty list)."""
+    (la, ra), (lb, rb) = stereo_frames(3, 64, 64, seed=0), stereo_frames(3, 64, 64, seed=5)
+    l, r = write_png_pair(tmp_path / "in", la + lb, ra + rb)
+    res = ok(svc("encode", l, r, "-o", tmp_path / "cut.svc", "--rate", "1", "-q"))
+    assert "scene cuts (new GOP, I-frame pair): frame 3" in res.stdout
+    assert [g.frame_count for g in SvcReader(tmp_path / "cut.svc").gops] == [3, 3]
+    res = ok(svc("encode", l, r, "-o", tmp_path / "one.svc", "--rate", "1", "--no-scenecut", "-q", "--json"))
+    assert json.loads(res.stdout)["scene_cuts"] == []
+    assert [g.frame_count for g in SvcReader(tmp_path / "one.svc").gops] == [6]
+
+
 def test_shipped_weights_round_trip_with_the_real_executable(tmp_path, shipped_codec):
     """`svc` as installed, default weights, 64x64, 2 frames: decoded video == API decode.
     (One real process for encode and one for an error; each costs seconds of imports.)"""

@@ -315,3 +315,38 @@ def test_gradient_clipping_keeps_the_parts_apart():
     assert all(torch.equal(a, p.grad) for a, p in zip(before, model.context.parameters()))
     motion = [p.grad for n, p in model.motion.named_parameters() if not n.endswith(".quantiles")]
     assert torch.linalg.vector_norm(torch.cat([g.flatten() for g in motion])) <= 1.0 + 1e-4
+
+
+@pytest.fixture(scope="module")
+def shipped_set():
+    from svcodec.zoo import load_set
+
+    return load_set(need_inter=True)
+
+
+def test_a_scene_cut_starts_a_new_gop(tmp_path, shipped_set):
+    """Two unrelated scenes in a row (shipped weights): the first frame of the second is coded
+    as an I-frame starting a new GOP, which decodes (and seeks) on its own; with scenecut off it
+    is a P-frame that ruins the rest of the GOP. Continuous footage codes as without it."""
+    from conftest import stereo_frames
+    from svcodec.codec.api import decode_file, encode_frames
+
+    (la, ra), (lb, rb) = stereo_frames(3, 64, 64, seed=0), stereo_frames(3, 64, 64, seed=5)
+    lefts, rights = la + lb, ra + rb
+    cut = encode_frames(lefts, rights, tmp_path / "cut.svc", rate=1.0, gop=16, fps=FPS, codec=shipped_set)
+    assert cut.scene_cuts == [3] and [f.frame_type for f in cut.per_frame] == ["I", "P", "P", "I", "P", "P"]
+    with SvcReader(tmp_path / "cut.svc") as r:
+        assert [(g.first_frame, g.frame_count) for g in r.gops] == [(0, 3), (3, 3)]
+    dl, dr = decode_file(tmp_path / "cut.svc", codec=shipped_set)  # CRC-checked frame by frame
+    sl, _ = decode_file(tmp_path / "cut.svc", codec=shipped_set, start=4)
+    assert all(np.array_equal(a, b) for a, b in zip(sl, dl[4:])) and len(sl) == 2
+    plain = encode_frames(lefts, rights, tmp_path / "plain.svc", rate=1.0, gop=16, fps=FPS, codec=shipped_set,
+                          scenecut=False)
+    assert plain.scene_cuts == [] and [f.frame_type for f in plain.per_frame] == ["I"] + ["P"] * 5
+    for c, p in zip(cut.per_frame[3:], plain.per_frame[3:]):
+        assert c.psnr_left > p.psnr_left + 5  # the P-frame coder cannot rebuild an unrelated scene
+    steady_l, steady_r = stereo_frames(8, 64, 64, seed=0)
+    with_cut = encode_frames(steady_l, steady_r, tmp_path / "s1.svc", rate=1.0, gop=16, fps=FPS, codec=shipped_set)
+    encode_frames(steady_l, steady_r, tmp_path / "s2.svc", rate=1.0, gop=16, fps=FPS, codec=shipped_set,
+                  scenecut=False)
+    assert with_cut.scene_cuts == [] and (tmp_path / "s1.svc").read_bytes() == (tmp_path / "s2.svc").read_bytes()

@@ -215,6 +215,10 @@ def main():
                    "motion choice). Kept only where it codes for less. Same format and decoder. "
                    "Measured with 20 steps: +0.03..+0.21 dB for -4..+1 % bits, at 6-13x the encode time. "
                    f"At most {MAX_REFINE_STEPS}.")
+@click.option("--scenecut/--no-scenecut", default=True, show_default=True,
+              help="Start a new GOP (an I-frame pair) at a frame that would cost more as a P-frame than as "
+                   "an I-frame (in rate-distortion cost): a cut, a flash. Tried only where a P-frame's cost "
+                   "jumps to over twice the previous frame's. --no-scenecut: every GOP is --gop frames long.")
 @click.option("--frames", type=int, default=None, help="Encode only the first N frame pairs.")
 @click.option("--no-autorotate", "no_autorotate", is_flag=True,
               help="Code frames as stored. By default they are turned upright as players show them "
@@ -226,8 +230,8 @@ def main():
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (output is identical for any value).")
 @click.option("--json", "as_json", is_flag=True, help="Print the encode report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def encode(left, right, output, overwrite, no_overwrite, sbs, rate, gop, motion, refine, frames, no_autorotate,
-           fps, device, weights, inter_weights, threads, as_json, quiet):
+def encode(left, right, output, overwrite, no_overwrite, sbs, rate, gop, motion, refine, scenecut, frames,
+           no_autorotate, fps, device, weights, inter_weights, threads, as_json, quiet):
     """Compress a stereo clip into an .svc file.
 
     LEFT and RIGHT are two videos (anything FFmpeg reads) or two folders of PNG/WebP/JPEG
@@ -278,7 +282,7 @@ def encode(left, right, output, overwrite, no_overwrite, sbs, rate, gop, motion,
                 report = encode_pairs(
                     source.frames(frames), reserved, width=source.width, height=source.height, fps=source.fps,
                     rate=rate, gop=gop, grey=source.grey, device=device, weights=weights, motion=motion,
-                    refine=refine, on_frame=prog.update, sample_aspect=source.sample_aspect,
+                    refine=refine, on_frame=prog.update, sample_aspect=source.sample_aspect, scenecut=scenecut,
                     **_inter(inter_weights),
                 )
             with fsutil.signals_deferred():

@@ -134,6 +134,7 @@ def print_encode_report(report, as_json: bool) -> None:
     motion = report.p_frame_motion
     if motion:
         summary["p_frame_motion"] = motion
+    summary["scene_cuts"] = report.scene_cuts
     if as_json:
         summary["per_frame"] = [vars(f) for f in report.per_frame]
         out.print_json(json.dumps(summary))
@@ -151,6 +152,9 @@ def print_encode_report(report, as_json: bool) -> None:
     if motion:
         kept = ", ".join(f"{n} with {MOTION_WORDS.get(k, k)}" for k, n in motion.items())
         out.print(f"  P-frames: {kept}")
+    if report.scene_cuts:
+        out.print(f"  scene cuts (new GOP, I-frame pair): frame{'s' if len(report.scene_cuts) > 1 else ''} "
+                  f"{', '.join(map(str, report.scene_cuts))}")
 
 
 def print_info(reader, units) -> None:

@@ -1,5 +1,6 @@
 """The encoder's rate-distortion cost: one number to compare codings of the same frame pair by
-(which motion to send, whether refined latents beat the analysis transform's own)."""
+(which motion to send, whether refined latents beat the analysis transform's own, whether a
+frame costs less as an I-frame: a scene cut)."""
 
 from __future__ import annotations
 

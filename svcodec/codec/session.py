@@ -29,10 +29,11 @@ from ..container.format import MAX_GOP_SIZE
 from ..entropy import CodingClock
 from ..errors import BitstreamError, InputError, ModelError
 from ..zoo import LoadedIntra, ModelSet, load_inter_of_stream, load_set, load_set_of_stream
-from . import DEFAULT_GOP, DEFAULT_MOTION, MAX_REFINE_STEPS, MOTION_SEARCHES
+from . import DEFAULT_GOP, DEFAULT_MOTION, MAX_REFINE_STEPS, MOTION_SEARCHES, SCENECUT_COST_JUMP
 from .inter import decode_inter, encode_inter_best
 from .intra import decode_intra, encode_intra_refined
 from .motion import motion_candidates
+from .rdo import rd_cost
 
 ALIGN = 64  # total downsampling of the analysis + hyper-analysis transforms
 
@@ -102,6 +103,7 @@ class EncodeReport:
     timings: dict = field(default_factory=lambda: {"motion_estimation": 0.0, "networks": 0.0,
                                                    "entropy_coding": 0.0})
     per_frame: list[FrameStats] = field(default_factory=list)
+    scene_cuts: list[int] = field(default_factory=list)  # frames coded as I-frames ahead of the GOP period
 
     @property
     def bpp(self) -> float:
@@ -154,9 +156,12 @@ def encode_pairs(
     refine: int = 0,
     on_frame: Callable[[FrameStats], None] | None = None,
     sample_aspect: tuple[int, int] | None = None,
+    scenecut: bool = True,
 ) -> EncodeReport:
     """Encode an iterable of (left, right) HxWx3 uint8 RGB frames into `out_path`.
-    `sample_aspect`: the source's non-square pixel shape (width : height), kept in the header."""
+    `sample_aspect`: the source's non-square pixel shape (width : height), kept in the header.
+    `scenecut`: a P-frame that would cost more than an I-frame starts a new GOP (an I-frame);
+    otherwise a GOP is `gop` frames long."""
     if not 0.0 <= rate <= 3.0:
         raise InputError(f"--rate must be within 0..3, got {rate}")
     if not 1 <= gop <= MAX_GOP_SIZE:  # the container's limit (a reader holds one GOP in memory)
@@ -192,19 +197,34 @@ def encode_pairs(
                                      f"got shape {frame.shape} {frame.dtype}")
             x = to_tensor(left, right, dev)
             t_frame = time.perf_counter()
-            if index % gop == 0:
-                res = encode_intra_refined(models.intra.model, models.intra.z_tables, x, i_rate, refine,
-                                           (height, width))
-                ftype, motion_used = FrameType.I, ""
-                if models.inter is not None:
-                    ref = models.inter.model.reference_from_intra(res.x_hat)
+
+            def intra():
+                return encode_intra_refined(models.intra.model, models.intra.z_tables, x, i_rate, refine,
+                                            (height, width))
+
+            if not gop_units:
+                res, ftype, motion_used = intra(), FrameType.I, ""
             else:
                 t_me = time.perf_counter()
                 flows = [estimate(x, ref.frame) for _, estimate in candidates]
                 report.timings["motion_estimation"] += time.perf_counter() - t_me
                 res, pick = encode_inter_best(models.inter.model, models.inter.z_tables, x, flows, ref, rate,
                                               refine, (height, width))
-                ref, ftype, motion_used = res.reference, FrameType.P, candidates[pick][0]
+                ftype, motion_used = FrameType.P, candidates[pick][0]
+            if scenecut and gop > 1:
+                cost = rd_cost(x, res, rate, (height, width))
+                if ftype == FrameType.P and cost > SCENECUT_COST_JUMP * last_cost:
+                    cut = intra()
+                    cut_cost = rd_cost(x, cut, rate, (height, width))
+                    if cut_cost < cost:
+                        writer.write_gop(gop_units)  # the GOP ends before this frame
+                        gop_units, res, ftype, motion_used, cost = [], cut, FrameType.I, "", cut_cost
+                        report.scene_cuts.append(index)
+                last_cost = cost
+            if ftype == FrameType.I:
+                ref = models.inter.model.reference_from_intra(res.x_hat) if models.inter is not None else None
+            else:
+                ref = res.reference
             report.timings["networks"] += time.perf_counter() - t_frame
             rec_l, rec_r = to_frames(res.x_hat, height, width)
             au = AccessUnit(index, ftype, frame_crc32(rec_l, rec_r), res.substreams)
@@ -235,14 +255,14 @@ def encode_pairs(
 
 def encode_frames(left_frames, right_frames, out_path, *, rate=2.0, gop=DEFAULT_GOP, fps=Fraction(30),
                   device="cpu", weights=None, inter_weights=None, codec=None, motion=DEFAULT_MOTION,
-                  refine=0) -> EncodeReport:
+                  refine=0, scenecut=True) -> EncodeReport:
     """Convenience wrapper over lists of frames (benchmarks, tests)."""
     if len(left_frames) != len(right_frames):
         raise InputError("left and right have different frame counts")
     h, w = left_frames[0].shape[:2]
     return encode_pairs(zip(left_frames, right_frames), out_path, width=w, height=h, fps=fps,
                         rate=rate, gop=gop, device=device, weights=weights, inter_weights=inter_weights,
-                        codec=codec, motion=motion, refine=refine)
+                        codec=codec, motion=motion, refine=refine, scenecut=scenecut)
 
 
 def open_stream(path: str | Path, weights: str | None = None, device: str = "cpu",
