@@ -429,3 +429,31 @@ def test_sample_aspect_travels_in_a_2_1_header_and_square_streams_stay_2_0(tmp_p
     for bad in ((0, 1), (1, 65536), (4,), [4, 3], (1, 1)):
         with pytest.raises(ValueError):
             make_seq(sample_aspect=bad).to_bytes()
+
+
+def test_random_extension_data_parses_or_is_refused_cleanly():
+    """Any extension bytes under a valid CRC: a 2.1 header parses or raises BitstreamError,
+    never anything else; what parses has a valid (non-square) ratio or none."""
+    from svcodec.container.format import parse_sequence_header
+
+    rng = random.Random(11)
+    base = make_seq().to_bytes()
+    outcomes = set()
+    for _ in range(600):
+        items = []
+        for _ in range(rng.randrange(0, 4)):  # mostly well-formed items, some cut short
+            tag = rng.choice([1, 1, 2, 255])
+            value = bytes(rng.randrange(256) for _ in range(rng.choice([4, 4, 0, 3, 7])))
+            items.append(bytes([tag, len(value) if rng.random() < 0.9 else rng.randrange(256)]) + value)
+        ext = b"".join(items)[: rng.choice([10**6, rng.randrange(0, 20)])]
+        data = _with_extension(base, ext, 1)
+        try:
+            seq = parse_sequence_header(data, len(data) + 100)[0]
+        except BitstreamError:
+            outcomes.add("refused")
+            continue
+        outcomes.add("parsed")
+        if seq.sample_aspect is not None:
+            n, d = seq.sample_aspect
+            assert 1 <= n <= 0xFFFF and 1 <= d <= 0xFFFF and n != d
+    assert outcomes == {"parsed", "refused"}
