@@ -378,20 +378,11 @@ def test_writer_handles_255_byte_names_and_leaves_no_temporary(tmp_path):
     assert os.listdir(tmp_path) == [name]
 
 
-def _with_extension(header: bytes, extension: bytes, minor: int) -> bytes:
-    """A serialised sequence header with `extension` appended to its body, the minor version
-    set and the CRC made valid again."""
-    body_len = struct.unpack_from("<H", header, 6)[0]
-    body = bytearray(header[:8 + body_len]) + extension
-    body[5] = minor
-    struct.pack_into("<H", body, 6, body_len + len(extension))
-    return bytes(body) + struct.pack("<I", zlib.crc32(body))
-
-
 def test_sample_aspect_travels_in_a_2_1_header_and_square_streams_stay_2_0(tmp_path):
     """Format 2.1: a source's non-square pixel shape is an extension item; a stream without
     one is written as 2.0, as before; svc info's dict names the ratio."""
     from svcodec.container.format import parse_sequence_header
+    from svcodec.container.mutate import sequence_header_bytes
 
     gops = make_gops((2,))
     plain, wide = tmp_path / "plain.svc", tmp_path / "wide.svc"
@@ -408,10 +399,8 @@ def test_sample_aspect_travels_in_a_2_1_header_and_square_streams_stay_2_0(tmp_p
     header = make_seq(sample_aspect=(64, 45)).to_bytes()
     assert header[-10:-4] == bytes([1, 4]) + struct.pack("<HH", 64, 45)
 
-    base = make_seq().to_bytes()
-
     def parsed(extension, minor=1):
-        data = _with_extension(base, extension, minor)
+        data = sequence_header_bytes(64, 48, extension=extension, minor=minor)
         return parse_sequence_header(data, len(data) + 100)[0]
 
     # unknown tags (a later minor version's) are skipped; known ones still read
@@ -435,9 +424,9 @@ def test_random_extension_data_parses_or_is_refused_cleanly():
     """Any extension bytes under a valid CRC: a 2.1 header parses or raises BitstreamError,
     never anything else; what parses has a valid (non-square) ratio or none."""
     from svcodec.container.format import parse_sequence_header
+    from svcodec.container.mutate import sequence_header_bytes
 
     rng = random.Random(11)
-    base = make_seq().to_bytes()
     outcomes = set()
     for _ in range(600):
         items = []
@@ -446,7 +435,7 @@ def test_random_extension_data_parses_or_is_refused_cleanly():
             value = bytes(rng.randrange(256) for _ in range(rng.choice([4, 4, 0, 3, 7])))
             items.append(bytes([tag, len(value) if rng.random() < 0.9 else rng.randrange(256)]) + value)
         ext = b"".join(items)[: rng.choice([10**6, rng.randrange(0, 20)])]
-        data = _with_extension(base, ext, 1)
+        data = sequence_header_bytes(64, 48, extension=ext, minor=1)
         try:
             seq = parse_sequence_header(data, len(data) + 100)[0]
         except BitstreamError:

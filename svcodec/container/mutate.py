@@ -168,12 +168,12 @@ class Mutator:
 def sequence_header_bytes(width: int, height: int, *, frame_count: int = 1, gop_size: int = 1,
                           fps=(30, 1), colour: int = 0, flags: int = 0, rate: float = 2.0,
                           model_id: bytes = bytes(16), model_name: str = "elic_small_vr",
-                          extension: bytes = b"") -> bytes:
+                          extension: bytes = b"", minor: int = VERSION_MINOR) -> bytes:
     """A sequence header with any field values (no validation) and a valid CRC."""
     name = model_name.encode("utf-8")
     body = _SEQ.pack(width, height, fps[0], fps[1], frame_count, gop_size, colour, flags, rate,
                      model_id) + bytes([len(name)]) + name + extension
-    head = MAGIC + bytes([VERSION_MAJOR, VERSION_MINOR]) + struct.pack("<H", len(body)) + body
+    head = MAGIC + bytes([VERSION_MAJOR, minor]) + struct.pack("<H", len(body)) + body
     return head + struct.pack("<I", crc32(head))
 
 
