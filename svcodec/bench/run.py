@@ -203,28 +203,36 @@ def reference_rows(anchor_dir: Path | None, clip: str) -> list[dict]:
     ]
 
 
-def load_reusable(path: Path | None) -> list[dict]:
-    """The measured rows of an earlier bench.json, marked as reused. Read once, before any
-    measuring, so a wrong file is refused at once and not after the first clip."""
-    if path is None:
-        return []
+def _bench_rows(path: Path) -> tuple[list[dict], str]:
+    """The result rows (those naming a clip and a codec) and the date of an earlier bench.json.
+    Read once, before any measuring, so a wrong file is refused at once and not after the
+    first clip."""
     try:
         data = json.loads(path.read_text())
-        when = data.get("meta", {}).get("date", "?")
-        rows = []
-        for r in data["results"]:
-            source = str(r.get("source", ""))
-            if "clip" not in r or "codec" not in r:
-                continue
-            if source == "measured":
-                rows.append({**r, "source": f"reused from {path.name} ({when})"})
-            elif source.startswith("reused from"):
-                # keeps the name of the run that measured it (a second --reuse in a row once
-                # dropped every such row: the x265 and all-intra rows)
-                rows.append(r)
-        return rows
+        when = str(data.get("meta", {}).get("date", "?"))
+        rows = [r for r in data["results"] if "clip" in r and "codec" in r]
+        if not all(isinstance(r, dict) for r in rows):
+            raise TypeError("a result row is not an object")
+        return rows, when
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise click.UsageError(f"{path}: not a bench.json ({e})") from None
+
+
+def load_reusable(path: Path | None) -> list[dict]:
+    """The measured rows of an earlier bench.json, marked as reused."""
+    if path is None:
+        return []
+    rows, when = _bench_rows(path)
+    reusable = []
+    for r in rows:
+        source = str(r.get("source", ""))
+        if source == "measured":
+            reusable.append({**r, "source": f"reused from {path.name} ({when})"})
+        elif source.startswith("reused from"):
+            # keeps the name of the run that measured it (a second --reuse in a row once
+            # dropped every such row: the x265 and all-intra rows)
+            reusable.append(r)
+    return reusable
 
 
 def load_baseline(path: Path | None) -> list[dict]:
@@ -232,13 +240,9 @@ def load_baseline(path: Path | None) -> list[dict]:
     this run's svcodec is compared with them: what a change of weights or code gained."""
     if path is None:
         return []
-    try:
-        data = json.loads(path.read_text())
-        when = data.get("meta", {}).get("date", "?")
-        return [{**r, "codec": PREV_PREFIX + r["codec"], "source": f"baseline {path.name} ({when})"}
-                for r in data["results"] if r.get("codec") in SVCODEC_VARIANTS]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise click.UsageError(f"{path}: not a bench.json ({e})") from None
+    rows, when = _bench_rows(path)
+    return [{**r, "codec": PREV_PREFIX + r["codec"], "source": f"baseline {path.name} ({when})"}
+            for r in rows if r["codec"] in SVCODEC_VARIANTS]
 
 
 def reused_rows(reusable: list[dict], clip: str, frames: int, gop: int, measured: set[str]) -> list[dict]:
