@@ -3,6 +3,7 @@
 #
 #   OUT=/some/dir scripts/gpu_burst.sh MODEL [extra trainer flags]
 #   OUT=/some/dir scripts/gpu_burst.sh ablation     (paper Fig. 5a: every variant, equal steps)
+#   OUT=/some/dir scripts/gpu_burst.sh intra+inter  (both at once on the one GPU, see below)
 #
 # 1. installs the carried wheels (runs/wheels/*.whl) when the trainer's imports are missing,
 # 2. trains MODEL on the pack (runs/pack) from the carried checkpoint ($CKPT, if present),
@@ -25,6 +26,12 @@
 #               session), more than the 8,000 steps at 1e-4 before them.
 #   PYTHON      interpreter                 (python3)
 #   NPROC       processes (GPUs) for torchrun (1: plain python)
+#   COPY_CKPT   1: copy the checkpoint to $OUT (default); 0: weights and log only
+#   INTRA_ARGS, INTER_ARGS   trainer flags for that model in intra+inter (after the others: they win)
+# intra+inter trains both models at the same time, each in its own process with its results in
+# $OUT/intra and $OUT/inter and without checkpoints (at most 8 files come back). Why: the P-frame
+# trainer computes optical flow on the CPU and the intra trainer decodes crops in loader
+# processes, so neither keeps an H100 busy alone, and a lent GPU is rarer than its minutes.
 # Checkpoints above 15 MiB are split into 15 MiB parts in $OUT (its files come back only up
 # to 16 MiB each): `cat MODEL.pt.part* > MODEL.pt` joins them.
 set -euo pipefail
@@ -43,9 +50,12 @@ else BATCH=${BATCH:-8}; CROP=${CROP:-128}; THREADS=${THREADS:-2}; fi
 LR=${LR:-1e-4}
 FINISH=${FINISH:-0.25}
 cd "$(dirname "$0")/.."
+COPY_CKPT=${COPY_CKPT:-1}
 mkdir -p "$OUT" "$(dirname "$CKPT")"
+PAIR=0; [[ "$MODEL" == *+* ]] && PAIR=1
 LOG="$OUT/$MODEL.burst.log"
-exec > >(tee -a "$LOG") 2>&1
+# in intra+inter each model's process keeps its own log ('+' is not a name that comes back)
+[ "$PAIR" = 1 ] || exec > >(tee -a "$LOG") 2>&1
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 
 echo "== burst $MODEL on $DEVICE: $(date -u +%FT%TZ), host $(hostname), $($PYTHON --version 2>&1)"
@@ -61,7 +71,23 @@ if ! $PYTHON -c "import compressai, pytorch_msssim" >/dev/null 2>&1; then
 fi
 $PYTHON -c "import torch, compressai; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'compressai', compressai.__version__)"
 
-# 2a. the ablation: the full model trains first for its share of the budget, every other
+# 2a. several models at once: one process each, the budget that is left shared in time
+if [ "$PAIR" = 1 ]; then
+  LEFT=$($PYTHON -c "import time; print(round($BUDGET_MIN - (time.time() - $T0) / 60, 2))")
+  PIDS=()
+  for M in ${MODEL//+/ }; do
+    EXTRA_VAR="${M^^}_ARGS"
+    # shellcheck disable=SC2086  # the per-model flags are a word list
+    OUT="$OUT/$M" COPY_CKPT=0 BUDGET_MIN="$LEFT" CKPT="runs/burst/$M.pt" "$0" "$M" "$@" ${!EXTRA_VAR:-} &
+    PIDS+=($!)
+  done
+  RC=0
+  for P in "${PIDS[@]}"; do wait "$P" || RC=$?; done
+  echo "== $MODEL done in $(( $(date +%s) - T0 )) s (exit $RC); \$OUT holds: $(cd "$OUT" && find . -type f | sort | tr '\n' ' ')"
+  exit "$RC"
+fi
+
+# 2b. the ablation: the full model trains first for its share of the budget, every other
 #     variant then the same number of steps; only the weights (7 files) and the log come
 #     back, the evaluation runs on the CPU afterwards (the log prints its command).
 if [ "$MODEL" = ablation ]; then
@@ -122,7 +148,9 @@ else
   echo "no exporter for $MODEL yet: only the checkpoint is copied"
 fi
 SIZE=$(stat -c %s "$CKPT")
-if [ "$SIZE" -gt $((90 * 1024 * 1024)) ]; then
+if [ "$COPY_CKPT" = 0 ]; then
+  echo "checkpoint $CKPT ($SIZE bytes) stays on this machine (COPY_CKPT=0)"
+elif [ "$SIZE" -gt $((90 * 1024 * 1024)) ]; then
   # at most 8 files come back: beside the weights and the log, six 15 MiB parts. A larger
   # checkpoint (the P-frame model's Adam moments) comes back without its optimizer state;
   # resuming from it starts the optimizer afresh.
@@ -131,7 +159,9 @@ if [ "$SIZE" -gt $((90 * 1024 * 1024)) ]; then
   echo "checkpoint $SIZE bytes: copying it without the optimizer state ($(stat -c %s "$SLIM") bytes)"
   CKPT=$SLIM; SIZE=$(stat -c %s "$CKPT")
 fi
-if [ "$SIZE" -gt $((15 * 1024 * 1024)) ]; then
+if [ "$COPY_CKPT" = 0 ]; then
+  :
+elif [ "$SIZE" -gt $((15 * 1024 * 1024)) ]; then
   split -b 15M -d -a 1 "$CKPT" "$OUT/$(basename "$CKPT").part"
   echo "checkpoint $SIZE bytes split into $(ls "$OUT" | grep -c '\.part') parts (cat $(basename "$CKPT").part* > $(basename "$CKPT"))"
 else

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import time
 from pathlib import Path
@@ -225,6 +226,9 @@ def main(argv=None) -> None:
     ap.add_argument("--save-minutes", type=float, default=3.0)
     ap.add_argument("--log-seconds", type=float, default=30.0, help="log line interval")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--flow-workers", type=int, default=None,
+                    help="threads computing the batch's optical flows (default: 1 on a CPU, where the "
+                         "torch threads use the cores; up to 8 on cuda)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                     help="bf16 autocast for the transforms (BF16_TRANSFORMS); entropy models, hyper coders "
@@ -310,7 +314,8 @@ def main(argv=None) -> None:
     clips = load_clips(args.data, mono=not args.no_mono)
     sampler = ClipSampler(clips, 1 + args.warmup_frames + args.frames, crop, seed=step)
     gen = torch.Generator().manual_seed(step + 1)
-    flow_of = DisFlow()
+    flow_workers = args.flow_workers or (min(8, os.cpu_count() or 1) if torch.device(args.device).type == "cuda" else 1)
+    flow_of = DisFlow(workers=flow_workers)
     warmup = f" + up to {args.warmup_frames} P untrained" if args.warmup_frames else ""
     print(f"device {args.device}, {args.threads} threads, bf16 {bf16}, batch {args.batch} x (1 I{warmup} + {args.frames} P) "
           f"x {crop[0]}x{crop[1]}, LR {args.lr}", flush=True)
