@@ -315,7 +315,20 @@ def main(argv=None) -> None:
     sampler = ClipSampler(clips, 1 + args.warmup_frames + args.frames, crop, seed=step)
     gen = torch.Generator().manual_seed(step + 1)
     flow_workers = args.flow_workers or (min(8, os.cpu_count() or 1) if torch.device(args.device).type == "cuda" else 1)
-    flow_of = DisFlow(workers=flow_workers)
+    dis = DisFlow(workers=flow_workers)
+    cuda = torch.device(args.device).type == "cuda"
+    # seconds spent on sampling and on optical flow since the last log line: on a GPU machine they
+    # run on the CPU and show whether the GPU waits for them (the first H100 burst ran at 1-2.5
+    # s/step beside the intra trainer, and nothing said why)
+    phase = {"data": 0.0, "flow": 0.0, "steps": 0}
+
+    def flow_of(x: torch.Tensor, ref_frame: torch.Tensor) -> torch.Tensor:
+        if cuda:
+            torch.cuda.synchronize()  # the flow's .cpu() would otherwise wait for queued GPU work
+        t = time.perf_counter()
+        flow = dis(x, ref_frame)
+        phase["flow"] += time.perf_counter() - t
+        return flow
     warmup = f" + up to {args.warmup_frames} P untrained" if args.warmup_frames else ""
     print(f"device {args.device}, {args.threads} threads, bf16 {bf16}, batch {args.batch} x (1 I{warmup} + {args.frames} P) "
           f"x {crop[0]}x{crop[1]}, LR {args.lr}", flush=True)
@@ -347,6 +360,8 @@ def main(argv=None) -> None:
     while step < args.steps and time.time() < t_end and not stop["now"]:
         t0 = time.time()
         seq = sampler.batch(args.batch).to(args.device)  # (B, T, 2, 3, h, w)
+        phase["data"] += time.time() - t0
+        phase["steps"] += 1
         b = seq.shape[0]
         rate = sample_rates(b, cfg.num_rates, gen).to(args.device)
         rate2 = rate.repeat(2)
@@ -413,9 +428,12 @@ def main(argv=None) -> None:
             last_log = time.time()
             px = b * 2 * args.frames * seq.shape[-1] * seq.shape[-2]
             dt = time.time() - t0
+            n = max(1, phase["steps"])
             print(f"step {step} stage {stage} loss {ema[0]:.4f} P bpp {ema[1]:.4f} (motion {ema[2]:.4f}) "
-                  f"P psnr {ema[3]:.2f} (prediction {ema[4]:.2f}) | {dt:.2f} s/step, {px / dt / 1e3:.0f} kpx/s, {seconds / 3600:.2f} h",
+                  f"P psnr {ema[3]:.2f} (prediction {ema[4]:.2f}) | {dt:.2f} s/step, {px / dt / 1e3:.0f} kpx/s, "
+                  f"of it data {phase['data'] / n:.2f} s + flow {phase['flow'] / n:.2f} s, {seconds / 3600:.2f} h",
                   flush=True)
+            phase.update(data=0.0, flow=0.0, steps=0)
         if step % 100 == 0:
             history.append({"step": step, "loss": ema[0], "bpp": ema[1], "psnr": ema[3]})
         if time.time() - last_save > args.save_minutes * 60:
