@@ -49,6 +49,7 @@ if [ "$DEVICE" = cuda ]; then BATCH=${BATCH:-32}; CROP=${CROP:-256}; THREADS=${T
 else BATCH=${BATCH:-8}; CROP=${CROP:-128}; THREADS=${THREADS:-2}; fi
 LR=${LR:-1e-4}
 FINISH=${FINISH:-0.25}
+SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"  # for intra+inter, which runs itself once per model
 cd "$(dirname "$0")/.."
 COPY_CKPT=${COPY_CKPT:-1}
 mkdir -p "$OUT" "$(dirname "$CKPT")"
@@ -78,7 +79,7 @@ if [ "$PAIR" = 1 ]; then
   for M in ${MODEL//+/ }; do
     EXTRA_VAR="${M^^}_ARGS"
     # shellcheck disable=SC2086  # the per-model flags are a word list
-    OUT="$OUT/$M" COPY_CKPT=0 BUDGET_MIN="$LEFT" CKPT="runs/burst/$M.pt" "$0" "$M" "$@" ${!EXTRA_VAR:-} &
+    OUT="$OUT/$M" COPY_CKPT=0 BUDGET_MIN="$LEFT" CKPT="runs/burst/$M.pt" "$SELF" "$M" "$@" ${!EXTRA_VAR:-} &
     PIDS+=($!)
   done
   RC=0
