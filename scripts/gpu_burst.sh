@@ -27,6 +27,9 @@
 #   PYTHON      interpreter                 (python3)
 #   NPROC       processes (GPUs) for torchrun (1: plain python)
 #   COPY_CKPT   1: copy the checkpoint to $OUT (default); 0: weights and log only
+#   CODEC_CHECK 1: first run scripts/gpu_codec_check.py (the sample encoded and decoded on the CPU
+#               and on this device, ~1 min; $OUT/codec_check.json); needs constriction, carried as
+#               a wheel in runs/wheels beside the others. 0: no check (default)
 #   INTRA_ARGS, INTER_ARGS   trainer flags for that model in intra+inter (after the others: they win)
 # intra+inter trains both models at the same time, each in its own process with its results in
 # $OUT/intra and $OUT/inter and without checkpoints (at most 8 files come back). Why: the P-frame
@@ -63,14 +66,20 @@ echo "== burst $MODEL on $DEVICE: $(date -u +%FT%TZ), host $(hostname), $($PYTHO
 if [ "$DEVICE" = cuda ]; then nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true; fi
 [ -d "$DATA" ] || { echo "error: $DATA: no data dir or pack (build it: python -m svcodec.train.pack --out runs/pack)"; exit 2; }
 
-# 1. wheels, only when an import the trainer needs is missing
-if ! $PYTHON -c "import compressai, pytorch_msssim" >/dev/null 2>&1; then
+# 1. wheels, only when an import the trainer (or the codec check) needs is missing
+CODEC_CHECK=${CODEC_CHECK:-0}
+NEEDS="compressai, pytorch_msssim"; [ "$CODEC_CHECK" = 1 ] && NEEDS="$NEEDS, constriction"
+if ! $PYTHON -c "import $NEEDS" >/dev/null 2>&1; then
   ls runs/wheels/*.whl >/dev/null 2>&1 || { echo "error: compressai is not installed and runs/wheels/ has no wheels"; exit 2; }
   $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/svc_site runs/wheels/*.whl
   export PYTHONPATH=/tmp/svc_site${PYTHONPATH:+:$PYTHONPATH}
   echo "installed carried wheels: $(cd runs/wheels && ls *.whl | tr '\n' ' ')"
 fi
 $PYTHON -c "import torch, compressai; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'compressai', compressai.__version__)"
+if [ "$CODEC_CHECK" = 1 ]; then  # before training, and only once (the pair's processes get 0)
+  $PYTHON scripts/gpu_codec_check.py --out "$OUT" --device "$DEVICE" || echo "codec check: exit $? (see above)"
+  export CODEC_CHECK=0
+fi
 
 # 2a. several models at once: one process each, the budget that is left shared in time
 if [ "$PAIR" = 1 ]; then

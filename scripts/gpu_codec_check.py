@@ -1,0 +1,111 @@
+"""The codec on a GPU, checked in one short step of a lent device call (weights/README.md).
+
+Encodes the shipped sample on the CPU and on DEVICE, decodes each stream on both, and reports
+whether the streams' bytes and the decoded frames agree, the quality, and the seconds each step
+took; the JSON goes to OUT/codec_check.json. README "Using it" says a stream decoded on another
+device than the one that encoded it is not guaranteed to be bit-exact (the reconstruction
+checksum then reports a mismatch instead of handing back other frames): this measures it.
+
+It needs no PyAV, which the device machine lacks: the sample is read with OpenCV and the codec
+is driven through svcodec.codec.api (constriction travels as a wheel, see gpu_burst.sh).
+
+    python scripts/gpu_codec_check.py --out DIR [--device cuda] [--frames 6] [--rate 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def read_video(path: Path, frames: int) -> list[np.ndarray]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while len(out) < frames:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        out.append(np.ascontiguousarray(bgr[:, :, ::-1]))
+    cap.release()
+    if not out:
+        raise SystemExit(f"error: {path}: no frames could be read")
+    return out
+
+
+def psnr(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    mse = np.mean([np.mean((x.astype(np.float64) - y.astype(np.float64)) ** 2) for x, y in zip(a, b)])
+    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--frames", type=int, default=6)
+    ap.add_argument("--rate", type=float, default=2.0)
+    args = ap.parse_args()
+
+    import torch
+
+    from svcodec.codec.api import decode_file, encode_frames
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    left = read_video(ROOT / "samples/left.mp4", args.frames)
+    right = read_video(ROOT / "samples/right.mp4", args.frames)
+    devices = ["cpu"] if args.device == "cpu" else ["cpu", args.device]
+    report = {"device": args.device, "torch": torch.__version__, "frames": len(left),
+              "size": list(left[0].shape[:2]), "rate": args.rate, "encodes": {}, "decodes": []}
+    if args.device.startswith("cuda") and torch.cuda.is_available():
+        report["gpu"] = torch.cuda.get_device_name(0)
+    streams = {}
+    for dev in devices:
+        path = args.out / f"sample_{dev.replace(':', '')}.svc"
+        t = time.time()
+        rep = encode_frames(left, right, path, rate=args.rate, device=dev)
+        seconds = time.time() - t
+        streams[dev] = path.read_bytes()
+        report["encodes"][dev] = {"seconds": round(seconds, 2), "bytes": len(streams[dev]),
+                                  "psnr_reported": round(rep.psnr, 3)}
+        print(f"encode on {dev}: {len(streams[dev])} B, {rep.psnr:.2f} dB, {seconds:.1f} s", flush=True)
+    if len(devices) == 2:
+        report["same_bytes"] = streams[devices[0]] == streams[devices[1]]
+    reference = {}
+    for enc in devices:
+        path = args.out / f"sample_{enc.replace(':', '')}.svc"
+        for dec in [enc] + [d for d in devices if d != enc]:  # the encoder's own device first
+            row = {"encoded_on": enc, "decoded_on": dec}
+            t = time.time()
+            try:
+                lefts, rights = decode_file(path, device=dec)
+            except Exception as e:  # a mismatch is an answer here, not a crash
+                row.update(ok=False, error=f"{type(e).__name__}: {e}")
+            else:
+                row.update(ok=True, psnr=round((psnr(lefts, left) + psnr(rights, right)) / 2, 3))
+                if dec == enc:
+                    reference[enc] = (lefts, rights)
+                elif enc in reference:
+                    ref_l, ref_r = reference[enc]
+                    row["same_frames_as_encoder_device"] = all(
+                        np.array_equal(a, b) for a, b in zip(lefts + rights, ref_l + ref_r))
+            row["seconds"] = round(time.time() - t, 2)
+            report["decodes"].append(row)
+            print(f"decode {enc} stream on {dec}: " + ", ".join(f"{k} {v}" for k, v in row.items()
+                                                              if k not in ("encoded_on", "decoded_on")), flush=True)
+        path.unlink()  # only the JSON comes back (the device returns at most 8 files)
+    (args.out / "codec_check.json").write_text(json.dumps(report, indent=2) + "\n")
+    own = [r for r in report["decodes"] if r["encoded_on"] == r["decoded_on"]]
+    return 0 if all(r["ok"] for r in own) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
