@@ -579,3 +579,19 @@ def test_a_non_finite_gradient_is_dropped_not_applied():
     with torch.no_grad():
         lin.bias[0] = float("nan")
     assert not finite_weights(lin)
+
+
+def test_gpu_codec_check_reports_the_sample_round_trip(tmp_path):
+    """scripts/gpu_codec_check.py runs only where a GPU is lent, rarely: here it runs on the CPU
+    (the same code path but one device), so that it still works on the day it is needed."""
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_codec_check.py"), "--out", str(tmp_path),
+                          "--device", "cpu", "--frames", "2", "--rate", "0"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "codec_check.json").read_text())
+    assert report["frames"] == 2 and report["size"] == [288, 512]
+    assert report["encodes"]["cpu"]["bytes"] > 1000
+    (row,) = report["decodes"]
+    assert row["ok"] and row["encoded_on"] == row["decoded_on"] == "cpu"
+    assert abs(row["psnr"] - report["encodes"]["cpu"]["psnr_reported"]) < 0.1 and row["psnr"] > 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codec_check.json"]  # streams removed
