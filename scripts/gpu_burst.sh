@@ -160,21 +160,21 @@ fi
 SIZE=$(stat -c %s "$CKPT")
 if [ "$COPY_CKPT" = 0 ]; then
   echo "checkpoint $CKPT ($SIZE bytes) stays on this machine (COPY_CKPT=0)"
-elif [ "$SIZE" -gt $((90 * 1024 * 1024)) ]; then
-  # at most 8 files come back: beside the weights and the log, six 15 MiB parts. A larger
-  # checkpoint (the P-frame model's Adam moments) comes back without its optimizer state;
-  # resuming from it starts the optimizer afresh.
-  SLIM="${CKPT%.pt}.model_only.pt"
-  $PYTHON -c "import torch, sys; s = torch.load(sys.argv[1], map_location='cpu', weights_only=False); [s.pop(k, None) for k in ('opt', 'aux_opt')]; torch.save(s, sys.argv[2])" "$CKPT" "$SLIM"
-  echo "checkpoint $SIZE bytes: copying it without the optimizer state ($(stat -c %s "$SLIM") bytes)"
-  CKPT=$SLIM; SIZE=$(stat -c %s "$CKPT")
-fi
-if [ "$COPY_CKPT" = 0 ]; then
-  :
-elif [ "$SIZE" -gt $((15 * 1024 * 1024)) ]; then
-  split -b 15M -d -a 1 "$CKPT" "$OUT/$(basename "$CKPT").part"
-  echo "checkpoint $SIZE bytes split into $(ls "$OUT" | grep -c '\.part') parts (cat $(basename "$CKPT").part* > $(basename "$CKPT"))"
 else
-  cp "$CKPT" "$OUT/"
+  if [ "$SIZE" -gt $((90 * 1024 * 1024)) ]; then
+    # at most 8 files come back: beside the weights and the log, six 15 MiB parts. A larger
+    # checkpoint (the P-frame model's Adam moments) comes back without its optimizer state;
+    # resuming from it starts the optimizer afresh.
+    SLIM="${CKPT%.pt}.model_only.pt"
+    $PYTHON -c "import torch, sys; s = torch.load(sys.argv[1], map_location='cpu', weights_only=False); [s.pop(k, None) for k in ('opt', 'aux_opt')]; torch.save(s, sys.argv[2])" "$CKPT" "$SLIM"
+    echo "checkpoint $SIZE bytes: copying it without the optimizer state ($(stat -c %s "$SLIM") bytes)"
+    CKPT=$SLIM; SIZE=$(stat -c %s "$CKPT")
+  fi
+  if [ "$SIZE" -gt $((15 * 1024 * 1024)) ]; then
+    split -b 15M -d -a 1 "$CKPT" "$OUT/$(basename "$CKPT").part"
+    echo "checkpoint $SIZE bytes split into $(ls "$OUT" | grep -c '\.part') parts (cat $(basename "$CKPT").part* > $(basename "$CKPT"))"
+  else
+    cp "$CKPT" "$OUT/"
+  fi
 fi
 echo "== done in $(( $(date +%s) - T0 )) s; \$OUT holds: $(cd "$OUT" && ls | tr '\n' ' ')"

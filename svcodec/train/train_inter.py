@@ -314,9 +314,8 @@ def main(argv=None) -> None:
     clips = load_clips(args.data, mono=not args.no_mono)
     sampler = ClipSampler(clips, 1 + args.warmup_frames + args.frames, crop, seed=step)
     gen = torch.Generator().manual_seed(step + 1)
-    flow_workers = args.flow_workers or (min(8, os.cpu_count() or 1) if torch.device(args.device).type == "cuda" else 1)
-    dis = DisFlow(workers=flow_workers)
     cuda = torch.device(args.device).type == "cuda"
+    dis = DisFlow(workers=args.flow_workers or (min(8, os.cpu_count() or 1) if cuda else 1))
     # seconds spent on sampling and on optical flow since the last log line: on a GPU machine they
     # run on the CPU and show whether the GPU waits for them (the first H100 burst ran at 1-2.5
     # s/step beside the intra trainer, and nothing said why)
