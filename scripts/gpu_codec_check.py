@@ -6,8 +6,9 @@ took; the JSON goes to OUT/codec_check.json. README "Using it" says a stream dec
 device than the one that encoded it is not guaranteed to be bit-exact (the reconstruction
 checksum then reports a mismatch instead of handing back other frames): this measures it.
 
-It needs no PyAV, which the device machine lacks: the sample is read with OpenCV and the codec
-is driven through svcodec.codec.api (constriction travels as a wheel, see gpu_burst.sh).
+It needs no PyAV, which the device machine lacks: the sample is read with OpenCV (the trainers'
+fallback, svcodec.train.data.decode_video) and the codec is driven through svcodec.codec.api
+(constriction travels as a wheel, see gpu_burst.sh).
 
     python scripts/gpu_codec_check.py --out DIR [--device cuda] [--frames 6] [--rate 2]
 """
@@ -26,25 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def read_video(path: Path, frames: int) -> list[np.ndarray]:
-    import cv2
+def mean_psnr(ref: list[np.ndarray], test: list[np.ndarray]) -> float:
+    """Mean of the per-frame RGB PSNRs, as the encoder's report averages them."""
+    from svcodec.metrics import psnr_rgb
 
-    cap = cv2.VideoCapture(str(path))
-    out = []
-    while len(out) < frames:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        out.append(np.ascontiguousarray(bgr[:, :, ::-1]))
-    cap.release()
-    if not out:
-        raise SystemExit(f"error: {path}: no frames could be read")
-    return out
-
-
-def psnr(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    mse = np.mean([np.mean((x.astype(np.float64) - y.astype(np.float64)) ** 2) for x, y in zip(a, b)])
-    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
+    return float(np.mean([psnr_rgb(a, b) for a, b in zip(ref, test)]))
 
 
 def main() -> int:
@@ -58,10 +45,11 @@ def main() -> int:
     import torch
 
     from svcodec.codec.api import decode_file, encode_frames
+    from svcodec.train.data import decode_video  # OpenCV where PyAV is missing, as in training
 
     args.out.mkdir(parents=True, exist_ok=True)
-    left = read_video(ROOT / "samples/left.mp4", args.frames)
-    right = read_video(ROOT / "samples/right.mp4", args.frames)
+    left = decode_video(ROOT / "samples/left.mp4")[:args.frames]
+    right = decode_video(ROOT / "samples/right.mp4")[:args.frames]
     devices = ["cpu"] if args.device == "cpu" else ["cpu", args.device]
     report = {"device": args.device, "torch": torch.__version__, "frames": len(left),
               "size": list(left[0].shape[:2]), "rate": args.rate, "encodes": {}, "decodes": []}
@@ -90,7 +78,7 @@ def main() -> int:
             except Exception as e:  # a mismatch is an answer here, not a crash
                 row.update(ok=False, error=f"{type(e).__name__}: {e}")
             else:
-                row.update(ok=True, psnr=round((psnr(lefts, left) + psnr(rights, right)) / 2, 3))
+                row.update(ok=True, psnr=round(mean_psnr(left + right, lefts + rights), 3))
                 if dec == enc:
                     reference[enc] = (lefts, rights)
                 elif enc in reference:
