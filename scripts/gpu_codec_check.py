@@ -48,9 +48,13 @@ def main() -> int:
     from svcodec.train.data import decode_video  # OpenCV where PyAV is missing, as in training
 
     args.out.mkdir(parents=True, exist_ok=True)
+    devices = ["cpu"] if args.device == "cpu" else ["cpu", args.device]
+    ours = [args.out / "codec_check.json"] + [args.out / f"sample_{d.replace(':', '')}.svc" for d in devices]
+    taken = [p for p in ours if p.exists()]
+    if taken:  # never overwrite what is there
+        raise SystemExit(f"error: {taken[0]}: exists (give --out an empty folder)")
     left = decode_video(ROOT / "samples/left.mp4")[:args.frames]
     right = decode_video(ROOT / "samples/right.mp4")[:args.frames]
-    devices = ["cpu"] if args.device == "cpu" else ["cpu", args.device]
     report = {"device": args.device, "torch": torch.__version__, "frames": len(left),
               "size": list(left[0].shape[:2]), "rate": args.rate, "encodes": {}, "decodes": []}
     if args.device.startswith("cuda") and torch.cuda.is_available():

@@ -595,3 +595,8 @@ def test_gpu_codec_check_reports_the_sample_round_trip(tmp_path):
     assert row["ok"] and row["encoded_on"] == row["decoded_on"] == "cpu"
     assert abs(row["psnr"] - report["encodes"]["cpu"]["psnr_reported"]) < 0.1 and row["psnr"] > 30
     assert sorted(p.name for p in tmp_path.iterdir()) == ["codec_check.json"]  # streams removed
+    before = (tmp_path / "codec_check.json").read_bytes()
+    again = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_codec_check.py"), "--out", str(tmp_path),
+                            "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert again.returncode != 0 and "exists" in again.stderr and "Traceback" not in again.stderr
+    assert (tmp_path / "codec_check.json").read_bytes() == before  # never overwritten
